@@ -1,0 +1,1 @@
+"""payments-svc: payment orchestration over gRPC and HTTP."""

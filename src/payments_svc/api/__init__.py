@@ -1,0 +1,1 @@
+"""Transport adapters: gRPC (api.grpc) and the HTTP JSON shim (api.http)."""

@@ -1,0 +1,1 @@
+"""gRPC adapter: payments.PaymentsService, standard health and reflection."""

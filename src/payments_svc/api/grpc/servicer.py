@@ -1,0 +1,93 @@
+"""payments.PaymentsService: proto messages in, service calls, proto messages out."""
+
+from __future__ import annotations
+
+import grpc
+
+from ...domain.enums import PaymentStatus, ProviderType
+from ...domain.errors import ValidationError
+from ...domain.payment import CreatePaymentCommand, ListPaymentsQuery, ProviderCallback
+from ...gen import payments_pb2 as pb
+from ...gen import payments_pb2_grpc
+from ...service.payments import PaymentService
+from ..errors import REPLAYED_HEADER
+from ..payment_fields import event_fields, payment_fields
+from ..request_context import current_caller
+
+
+def _envelope(payment) -> pb.PaymentEnvelopeResponse:
+    return pb.PaymentEnvelopeResponse(payment=pb.Payment(**payment_fields(payment)))
+
+
+class PaymentsServicer(payments_pb2_grpc.PaymentsServiceServicer):
+    def __init__(self, service: PaymentService):
+        self._service = service
+
+    async def Health(self, request, context):
+        return pb.HealthResponse(status="ok")
+
+    async def CreatePayment(self, request: pb.CreatePaymentRequest, context: grpc.aio.ServicerContext):
+        command = CreatePaymentCommand(
+            request_id=request.request_id,
+            caller_service=request.caller_service,
+            resource_type=request.resource_type,
+            resource_id=request.resource_id,
+            customer_ref=request.customer_ref,
+            amount_cents=request.amount_cents,
+            currency=request.currency,
+            payment_method=request.payment_method,
+            payment_type=request.payment_type,
+            provider=request.provider,
+            recurring_interval=request.recurring_interval,
+            recurring_interval_count=request.recurring_interval_count,
+            status_callback_url=request.status_callback_url,
+            success_url=request.success_url,
+            cancel_url=request.cancel_url,
+            metadata=dict(request.metadata),
+        )
+        result = await self._service.create_payment(current_caller.get(), command)
+        if result.replayed:
+            context.set_trailing_metadata(((REPLAYED_HEADER, "true"),))
+        return _envelope(result.payment)
+
+    async def GetPayment(self, request: pb.GetPaymentRequest, context):
+        return _envelope(await self._service.get_payment(current_caller.get(), request.id))
+
+    async def ListPayments(self, request: pb.ListPaymentsRequest, context):
+        if request.provider != 0 and request.provider not in ProviderType._value2member_map_:
+            raise ValidationError("invalid provider")
+        if request.has_status and request.status not in PaymentStatus._value2member_map_:
+            raise ValidationError("invalid status")
+        query = ListPaymentsQuery(
+            request_id=request.request_id.strip(),
+            caller_service=request.caller_service.strip(),
+            resource_type=request.resource_type.strip(),
+            resource_id=request.resource_id.strip(),
+            status=PaymentStatus(request.status) if request.has_status else None,
+            provider=ProviderType(request.provider) if request.provider else None,
+            limit=request.limit,
+            offset=request.offset,
+        )
+        payments = await self._service.list_payments(current_caller.get(), query)
+        return pb.ListPaymentsResponse(payments=[pb.Payment(**payment_fields(p)) for p in payments])
+
+    async def CancelPayment(self, request: pb.CancelPaymentRequest, context):
+        return _envelope(await self._service.cancel_payment(current_caller.get(), request.id, request.reason))
+
+    async def HandleProviderCallback(self, request: pb.HandleProviderCallbackRequest, context):
+        await self._service.handle_provider_callback(
+            ProviderCallback(
+                request_id=request.request_id,
+                provider=request.provider,
+                callback_hash=request.callback_hash,
+                signature=request.signature,
+                payload=request.payload.encode(),
+            )
+        )
+        return pb.MessageResponse(message="Provider callback processed")
+
+    async def ListPaymentEvents(self, request: pb.ListPaymentEventsRequest, context):
+        events = await self._service.list_payment_events(
+            current_caller.get(), request.id, limit=request.limit, after_event_id=request.after_event_id
+        )
+        return pb.ListPaymentEventsResponse(events=[pb.PaymentEvent(**event_fields(e)) for e in events])

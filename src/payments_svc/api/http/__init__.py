@@ -1,0 +1,1 @@
+"""HTTP JSON shim over the same service methods as gRPC (aiohttp)."""

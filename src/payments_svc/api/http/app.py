@@ -1,0 +1,30 @@
+"""Builds the aiohttp application."""
+
+from __future__ import annotations
+
+from typing import Awaitable, Callable
+
+from aiohttp import web
+
+from ...auth.authenticators import Authenticator
+from ...config import Settings
+from ...domain.enums import ProviderType
+from ...service.payments import PaymentService
+from .middleware import build_middlewares
+from .routes import Routes
+from .sandbox_page import SandboxPages
+
+
+def build_http_app(
+    settings: Settings,
+    service: PaymentService,
+    authenticator: Authenticator,
+    readiness: Callable[[], Awaitable[str | None]],
+) -> web.Application:
+    app = web.Application(middlewares=build_middlewares(authenticator), client_max_size=settings.http_max_body_bytes)
+    app["read_timeout"] = settings.http_read_timeout_seconds
+    app["max_body"] = settings.http_max_body_bytes
+    Routes(service, readiness).register(app)
+    if ProviderType.SANDBOX in service.providers.enabled:
+        SandboxPages(service, service.providers.get(ProviderType.SANDBOX)).register(app)
+    return app

@@ -1,0 +1,104 @@
+"""HTTP middleware, in the reference's order: request id (required, echoed), then
+auth; plus error mapping, access logs and a bounded, timed body read."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import structlog
+from aiohttp import web
+
+from ...auth.authenticators import Authenticator
+from ...domain.errors import PaymentsError
+from ..errors import HTTP_STATUSES, INTERNAL_MESSAGE
+from ..request_context import current_caller
+
+log = structlog.get_logger("payments.http")
+
+# Probes and the customer-facing sandbox page are reached without our headers.
+OPEN_PREFIXES = ("/healthz", "/readyz", "/sandbox/")
+
+
+def json_response(body: dict, status: int = 200, headers: dict | None = None) -> web.Response:
+    # A trailing newline, as the reference's encoder wrote one.
+    return web.Response(
+        body=json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode() + b"\n",
+        status=status,
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+def error_response(message: str, status: int) -> web.Response:
+    return json_response({"error": message}, status)
+
+
+class RequestError(Exception):
+    """A malformed HTTP request (path, query or body); always 400 unless told otherwise."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+async def read_body(request: web.Request) -> bytes:
+    timeout = request.app["read_timeout"]
+    try:
+        async with asyncio.timeout(timeout):
+            return await request.read()
+    except TimeoutError:
+        raise RequestError(f"request body not received within {timeout:g} seconds", 408) from None
+    except web.HTTPRequestEntityTooLarge:
+        raise RequestError(f"request body too large; the limit is {request.app['max_body']} bytes", 413) from None
+
+
+def build_middlewares(authenticator: Authenticator):
+    @web.middleware
+    async def request_id_and_auth(request: web.Request, handler):
+        if request.path.startswith(OPEN_PREFIXES):
+            return await handler(request)
+        started = time.perf_counter()
+        request_id = request.headers.get("X-Request-ID", "").strip()
+        if not request_id:
+            return error_response("x-request-id header is required", 400)
+        with structlog.contextvars.bound_contextvars(request_id=request_id):
+            response = await _authenticated(request, handler, authenticator)
+            response.headers["X-Request-ID"] = request_id
+            log.info(
+                "http_request",
+                method=request.method,
+                path=request.path,
+                status=response.status,
+                latency_ms=round((time.perf_counter() - started) * 1000, 3),
+                remote_ip=request.remote,
+            )
+            return response
+
+    return [request_id_and_auth]
+
+
+async def _authenticated(request: web.Request, handler, authenticator: Authenticator) -> web.StreamResponse:
+    try:
+        api_key = request.headers.get("X-API-Key", "").strip()
+        if not api_key:
+            return error_response("missing x-api-key header", 401)
+        caller = await authenticator.authenticate(api_key)
+        current_caller.set(caller)
+        structlog.contextvars.bind_contextvars(caller=caller.service_name)
+        return await handler(request)
+    except PaymentsError as exc:
+        return error_response(exc.message, HTTP_STATUSES[exc.kind])
+    except RequestError as exc:
+        return error_response(exc.message, exc.status)
+    except web.HTTPMethodNotAllowed:
+        return json_response({"message": "Method Not Allowed"}, 405)
+    except web.HTTPNotFound:
+        return json_response({"message": "Not Found"}, 404)
+    except web.HTTPException as exc:
+        return error_response(exc.reason, exc.status)
+    except Exception:
+        log.exception("http_unhandled_error")
+        return error_response(INTERNAL_MESSAGE, 500)

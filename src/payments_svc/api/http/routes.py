@@ -1,0 +1,189 @@
+"""The reference's routes, plus the events timeline and the probes."""
+
+from __future__ import annotations
+
+import json
+
+from aiohttp import web
+
+from ...domain.enums import PaymentStatus, ProviderType
+from ...domain.payment import CreatePaymentCommand, ListPaymentsQuery, ProviderCallback
+from ...service.payments import PaymentService
+from ..errors import REPLAYED_HEADER
+from ..payment_fields import event_fields, payment_fields
+from ..request_context import current_caller
+from .json_body import CANCEL_FIELDS, CREATE_FIELDS, BodyError, decode_object
+from .middleware import RequestError, json_response, read_body
+
+UINT64_MAX = 2**64 - 1
+
+
+def _path_id(request: web.Request) -> int:
+    raw = request.match_info["id"]
+    if not raw.isascii() or not raw.isdigit() or int(raw) > UINT64_MAX:
+        raise RequestError("invalid request")
+    return int(raw)
+
+
+def _query_int(request: web.Request, name: str, default: int) -> int:
+    raw = request.query.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw, 10)
+    except ValueError:
+        raise RequestError("invalid request") from None
+
+
+def _is_json(request: web.Request) -> bool:
+    return request.headers.get("Content-Type", "").lower().startswith("application/json")
+
+
+async def _json_fields(request: web.Request, fields: dict, error: str) -> dict:
+    """The reference's binding rules: an empty body binds nothing; form bodies bind
+    nothing; any other non-JSON body is an error."""
+    body = await read_body(request)
+    if not body:
+        return {}
+    content_type = request.headers.get("Content-Type", "").lower()
+    if content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
+        return {}
+    if not _is_json(request):
+        raise RequestError(f"{error}: Content-Type must be application/json")
+    try:
+        return decode_object(body, fields)
+    except BodyError as exc:
+        raise RequestError(f"{error}: {exc}") from None
+
+
+class Routes:
+    def __init__(self, service: PaymentService, readiness):
+        self.service = service
+        self.readiness = readiness
+
+    def register(self, app: web.Application) -> None:
+        app.router.add_get("/health", self.health)
+        app.router.add_get("/healthz", self.liveness)
+        app.router.add_get("/readyz", self.ready)
+        app.router.add_post("/payments", self.create)
+        app.router.add_get("/payments", self.list)
+        app.router.add_get("/payments/{id}", self.get)
+        app.router.add_post("/payments/{id}/cancel", self.cancel)
+        app.router.add_get("/payments/{id}/events", self.events)
+        app.router.add_post("/webhooks/providers/{provider}/{hash}", self.provider_callback)
+
+    async def health(self, request):
+        return json_response({"status": "ok"})
+
+    async def liveness(self, request):
+        return json_response({"status": "ok"})
+
+    async def ready(self, request):
+        problem = await self.readiness()
+        if problem:
+            return json_response({"status": "not ready", "reason": problem}, 503)
+        return json_response({"status": "ok"})
+
+    async def create(self, request: web.Request):
+        fields = await _json_fields(request, CREATE_FIELDS, "invalid request body")
+        if not fields.get("request_id", "").strip():
+            fields["request_id"] = request.headers.get("X-Request-ID", "")  # the reference's fallback
+        command = CreatePaymentCommand(
+            request_id=fields["request_id"],
+            caller_service=fields.get("caller_service", ""),
+            resource_type=fields.get("resource_type", ""),
+            resource_id=fields.get("resource_id", ""),
+            customer_ref=fields.get("customer_ref", ""),
+            amount_cents=fields.get("amount_cents", 0),
+            currency=fields.get("currency", ""),
+            payment_method=fields.get("payment_method", 0),
+            payment_type=fields.get("payment_type", 0),
+            provider=fields.get("provider", 0),
+            recurring_interval=fields.get("recurring_interval", ""),
+            recurring_interval_count=fields.get("recurring_interval_count", 0),
+            status_callback_url=fields.get("status_callback_url", ""),
+            success_url=fields.get("success_url", ""),
+            cancel_url=fields.get("cancel_url", ""),
+            metadata=fields.get("metadata", {}),
+        )
+        result = await self.service.create_payment(current_caller.get(), command)
+        headers = {REPLAYED_HEADER: "true"} if result.replayed else None
+        return json_response({"payment": payment_fields(result.payment)}, 201, headers)
+
+    async def get(self, request: web.Request):
+        payment = await self.service.get_payment(current_caller.get(), _path_id(request))
+        return json_response({"payment": payment_fields(payment)})
+
+    async def list(self, request: web.Request):
+        q = request.query
+        status = None
+        if q.get("status", "").strip():
+            code = _query_int(request, "status", 0)
+            if code not in PaymentStatus._value2member_map_ or code == 0:
+                raise RequestError("invalid status")
+            status = PaymentStatus(code)
+        provider = None
+        raw_provider = q.get("provider", "").strip().lower()
+        if raw_provider:
+            provider = next((p for p in ProviderType if p and raw_provider in (p.code, str(int(p)))), None)
+            if provider is None:
+                raise RequestError("invalid request")
+        query = ListPaymentsQuery(
+            request_id=q.get("request_id", "").strip(),
+            caller_service=q.get("caller_service", "").strip(),
+            resource_type=q.get("resource_type", "").strip(),
+            resource_id=q.get("resource_id", "").strip(),
+            status=status,
+            provider=provider,
+            limit=_query_int(request, "limit", 100),
+            offset=_query_int(request, "offset", 0),
+        )
+        payments = await self.service.list_payments(current_caller.get(), query)
+        return json_response({"payments": [payment_fields(p) for p in payments]})
+
+    async def cancel(self, request: web.Request):
+        payment_id = _path_id(request)
+        body = await read_body(request)
+        reason = ""
+        if body:
+            if not _is_json(request):
+                raise RequestError("invalid request")
+            try:
+                reason = decode_object(body, CANCEL_FIELDS).get("reason", "")
+            except BodyError:
+                raise RequestError("invalid request") from None
+        payment = await self.service.cancel_payment(current_caller.get(), payment_id, reason)
+        return json_response({"payment": payment_fields(payment)})
+
+    async def events(self, request: web.Request):
+        events = await self.service.list_payment_events(
+            current_caller.get(),
+            _path_id(request),
+            limit=_query_int(request, "limit", 0),
+            after_event_id=_query_int(request, "after_event_id", 0),
+        )
+        return json_response({"events": [event_fields(e) for e in events]})
+
+    async def provider_callback(self, request: web.Request):
+        payload = await read_body(request)
+        signature = request.headers.get("Stripe-Signature", "").strip() or request.headers.get("X-Provider-Signature", "").strip()
+        try:
+            wrapper = json.loads(payload)
+        except ValueError:
+            wrapper = None
+        if isinstance(wrapper, dict):
+            # The reference's forward format {"payload": "<raw>", "signature": "<header>"}.
+            if isinstance(wrapper.get("payload"), str) and wrapper["payload"].strip():
+                payload = wrapper["payload"].encode()
+            if isinstance(wrapper.get("signature"), str) and wrapper["signature"].strip():
+                signature = wrapper["signature"].strip()
+        await self.service.handle_provider_callback(
+            ProviderCallback(
+                request_id=request.headers.get("X-Request-ID", ""),
+                provider=request.match_info["provider"].strip().lower(),
+                callback_hash=request.match_info["hash"].strip(),
+                signature=signature,
+                payload=payload,
+            )
+        )
+        return json_response({"message": "Provider callback processed"})

@@ -1,0 +1,94 @@
+"""Turn an API key into a Caller, with the built-in key table or the external Auth
+service. Errors: UnauthenticatedError (bad key), PermissionDeniedError (the key has
+no access to this service), ServiceUnavailableError (the auth backend is down:
+never reported as a bad key)."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Protocol
+
+import grpc
+from sqlalchemy.exc import SQLAlchemyError
+
+from ..db.engine import Database
+from ..domain.errors import PermissionDeniedError, ServiceUnavailableError, UnauthenticatedError
+from ..gen import auth_pb2, auth_pb2_grpc
+from .cache import TTLCache
+from .caller import Caller
+from .keys import ApiKeyRepository
+
+INVALID_KEY = "invalid or expired api key"
+
+
+class Authenticator(Protocol):
+    async def authenticate(self, api_key: str) -> Caller: ...
+
+    async def close(self) -> None: ...
+
+
+def _cache_key(api_key: str) -> str:
+    return hashlib.sha256(api_key.encode()).hexdigest()  # never keep clear keys in memory longer than needed
+
+
+class BuiltinKeyAuthenticator:
+    def __init__(self, db: Database, cache_ttl_seconds: float):
+        self._db = db
+        self._cache: TTLCache[Caller] = TTLCache(cache_ttl_seconds)
+
+    async def authenticate(self, api_key: str) -> Caller:
+        key = _cache_key(api_key)
+        caller = self._cache.get(key)
+        if caller is not None:
+            return caller
+        try:
+            async with self._db.read() as conn:
+                caller = await ApiKeyRepository(conn).find_active(api_key)
+        except (SQLAlchemyError, OSError) as exc:
+            raise ServiceUnavailableError("authentication is unavailable; retry later") from exc
+        if caller is None:
+            raise UnauthenticatedError(INVALID_KEY)
+        self._cache.put(key, caller)
+        return caller
+
+    async def close(self) -> None:
+        pass
+
+
+class ExternalAuthenticator:
+    """The reference's auth.AuthService/ValidateInternalAccess. A key is granted
+    other callers by allowed_access entries "<service>:caller:<name>" (or ":caller:*")."""
+
+    def __init__(self, address: str, *, app_api_key: str, service_name: str, cache_ttl_seconds: float, timeout_seconds: float):
+        self._channel = grpc.aio.insecure_channel(address)
+        self._stub = auth_pb2_grpc.AuthServiceStub(self._channel)
+        self._app_api_key = app_api_key
+        self._service_name = service_name
+        self._timeout = timeout_seconds
+        self._cache: TTLCache[Caller] = TTLCache(cache_ttl_seconds)
+
+    async def authenticate(self, api_key: str) -> Caller:
+        key = _cache_key(api_key)
+        caller = self._cache.get(key)
+        if caller is not None:
+            return caller
+        try:
+            response = await self._stub.ValidateInternalAccess(
+                auth_pb2.ValidateInternalAccessRequest(api_key=api_key),
+                metadata=(("x-api-key", self._app_api_key),),
+                timeout=self._timeout,
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED):
+                raise UnauthenticatedError(INVALID_KEY) from None
+            raise ServiceUnavailableError("authentication service unavailable; retry later") from None
+        if self._service_name not in response.allowed_access:
+            raise PermissionDeniedError("forbidden")
+        prefix = f"{self._service_name}:caller:"
+        acts_for = frozenset(a[len(prefix):] for a in response.allowed_access if a.startswith(prefix))
+        caller = Caller(response.service_name, acts_for)
+        self._cache.put(key, caller)
+        return caller
+
+    async def close(self) -> None:
+        await self._channel.close()

@@ -1,0 +1,240 @@
+"""Settings read from the environment, with the reference service's variable names.
+
+Unlike the reference, a value that does not parse is an error at start-up, never a
+silent fall back to the default.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote, urlsplit, parse_qsl, urlencode
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+def _env(environ: dict[str, str], name: str) -> str | None:
+    value = environ.get(name)
+    if value is None or value.strip() == "":
+        return None  # the reference treats an empty value as unset
+    return value.strip()
+
+
+def _int(environ, name: str, default: int, *, minimum: int | None = None) -> int:
+    raw = _env(environ, name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _bool(environ, name: str, default: bool) -> bool:
+    raw = _env(environ, name)
+    if raw is None:
+        return default
+    lowered = raw.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
+def _seconds(environ, minutes_name: str, default_minutes: float, *, minimum: float = 0) -> float:
+    """A duration given as NAME_MINUTES, or as NAME_SECONDS (finer, used by tests)."""
+    seconds_name = minutes_name.removesuffix("_MINUTES") + "_SECONDS"
+    raw_seconds = _env(environ, seconds_name)
+    if raw_seconds is not None:
+        try:
+            value = float(raw_seconds)
+        except ValueError:
+            raise ConfigError(f"{seconds_name} must be a number, got {raw_seconds!r}") from None
+        name = seconds_name
+    else:
+        value = _int(environ, minutes_name, default_minutes) * 60.0
+        name = minutes_name
+    if value <= minimum:
+        raise ConfigError(f"{name} must be > {minimum}")
+    return value
+
+
+_GO_DSN = re.compile(
+    r"^(?:(?P<user>[^:@/]*)(?::(?P<password>[^@]*))?@)?"
+    r"(?:(?P<net>tcp|unix)\((?P<addr>[^)]*)\))?"
+    r"/(?P<db>[^?]*)(?:\?(?P<params>.*))?$"
+)
+
+
+def mysql_dsn_to_url(dsn: str) -> str:
+    """Turns a Go MySQL DSN (`user:pass@tcp(host:port)/db?...`) into a SQLAlchemy URL.
+
+    Go-driver parameters that mean nothing to PyMySQL (parseTime, loc, ...) are dropped;
+    the service always works in UTC.
+    """
+    if "://" in dsn:
+        return dsn  # already a URL
+    match = _GO_DSN.match(dsn)
+    if not match or not match["db"]:
+        raise ConfigError("MYSQL_DSN must look like user:pass@tcp(host:port)/dbname")
+    user = quote(match["user"] or "root", safe="")
+    password = match["password"]
+    auth = user + (":" + quote(password, safe="") if password else "")
+    query = {"charset": "utf8mb4"}
+    for key, value in parse_qsl(match["params"] or ""):
+        if key == "charset":
+            query["charset"] = value.split(",")[0]
+    if match["net"] == "unix":
+        query["unix_socket"] = match["addr"]
+        host = "localhost"
+    else:
+        host = match["addr"] or "127.0.0.1:3306"
+    return f"mysql+aiomysql://{auth}@{host}/{match['db']}?{urlencode(query)}"
+
+
+def default_sqlite_url(base_dir: Path | None = None) -> str:
+    path = (base_dir or Path.cwd()) / "var" / "payments.sqlite3"
+    return f"sqlite+aiosqlite:///{path}"
+
+
+def redact_url(url: str) -> str:
+    """The database URL without its password, for logs."""
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(":" + parts.password + "@", ":***@")
+        return parts._replace(netloc=netloc).geturl()
+    return url
+
+
+@dataclass(frozen=True)
+class Settings:
+    environment: str = "development"
+    service_name: str = "payments-service"
+    app_api_key: str = field(default="", repr=False)
+    auth_service_addr: str | None = None
+    auth_cache_ttl_seconds: float = 30.0
+    auth_timeout_seconds: float = 2.0
+
+    http_host: str = "0.0.0.0"
+    http_port: int = 8080
+    grpc_host: str = "0.0.0.0"
+    grpc_port: int = 9090
+    public_base_url: str = "http://localhost:8080"
+    http_max_body_bytes: int = 1024 * 1024
+    http_read_timeout_seconds: float = 15.0
+    shutdown_grace_seconds: float = 10.0
+
+    database_url: str = ""
+    db_pool_size: int = 10
+    db_pool_recycle_seconds: int = 1800
+    log_level: str = "info"
+
+    default_provider: str | None = None
+    sandbox_enabled: bool = True
+    sandbox_delay_ms: int = 0
+    sandbox_webhook_secret: str = field(default="whsec_sandbox_development_only", repr=False)
+
+    provider_callback_base_url: str | None = None
+    provider_timeout_seconds: float = 10.0
+    create_lease_seconds: float = 60.0
+    max_amount_cents: int = 100_000_000_000
+
+    callback_max_attempts: int = 10
+    callback_retry_interval_seconds: float = 300.0
+    callback_http_timeout_seconds: float = 10.0
+    pending_timeout_seconds: float = 3600.0
+    reconcile_stale_after_seconds: float = 900.0
+    job_batch_size: int = 100
+    reconcile_interval_seconds: float = 120.0
+    callback_dispatch_interval_seconds: float = 60.0
+    expire_pending_interval_seconds: float = 300.0
+
+    @property
+    def is_production(self) -> bool:
+        return self.environment == "production"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def callback_base_url(self) -> str:
+        """Where providers are told to call back; defaults to this server's own webhook route."""
+        return self.provider_callback_base_url or self.public_base_url.rstrip("/") + "/webhooks/providers"
+
+
+LOG_LEVELS = ("debug", "info", "warning", "warn", "error", "critical")
+
+
+def load_settings(environ: dict[str, str] | None = None, *, base_dir: Path | None = None) -> Settings:
+    env = dict(os.environ if environ is None else environ)
+    environment = (_env(env, "PAYMENTS_ENV") or "development").lower()
+    if environment not in ("development", "production", "test"):
+        raise ConfigError(f"PAYMENTS_ENV must be development, test or production, got {environment!r}")
+
+    database_url = _env(env, "PAYMENTS_DATABASE_URL")
+    if database_url is None and _env(env, "MYSQL_DSN"):
+        database_url = mysql_dsn_to_url(_env(env, "MYSQL_DSN"))
+    if database_url is None:
+        database_url = default_sqlite_url(base_dir)
+    if database_url.startswith("mysql://") or database_url.startswith("mysql+pymysql://"):
+        # Only the async driver works here; accept the common spellings.
+        database_url = "mysql+aiomysql://" + database_url.split("://", 1)[1]
+    if database_url.startswith("sqlite://") or database_url.startswith("sqlite+pysqlite://"):
+        database_url = "sqlite+aiosqlite://" + database_url.split("://", 1)[1]
+
+    log_level = (_env(env, "LOG_LEVEL") or "info").lower()
+    if log_level not in LOG_LEVELS:
+        raise ConfigError(f'invalid LOG_LEVEL "{log_level}"')
+
+    production = environment == "production"
+    public_base_url = _env(env, "PAYMENTS_PUBLIC_BASE_URL") or f"http://localhost:{_int(env, 'HTTP_PORT', 8080)}"
+    default_provider = _env(env, "PAYMENTS_DEFAULT_PROVIDER")
+    if default_provider is not None:
+        default_provider = default_provider.lower()
+
+    return Settings(
+        environment=environment,
+        service_name=_env(env, "APP_SERVICE_NAME") or "payments-service",
+        app_api_key=_env(env, "APP_API_KEY") or "",
+        auth_service_addr=_env(env, "AUTH_SERVICE_GRPC_ADDR"),
+        auth_cache_ttl_seconds=float(_int(env, "PAYMENTS_AUTH_CACHE_TTL_SECONDS", 30, minimum=0)),
+        auth_timeout_seconds=float(_int(env, "PAYMENTS_AUTH_TIMEOUT_SECONDS", 2, minimum=1)),
+        http_host=_env(env, "HTTP_HOST") or "0.0.0.0",
+        http_port=_int(env, "HTTP_PORT", 8080, minimum=0),
+        grpc_host=_env(env, "GRPC_HOST") or "0.0.0.0",
+        grpc_port=_int(env, "GRPC_PORT", 9090, minimum=0),
+        public_base_url=public_base_url.rstrip("/"),
+        http_max_body_bytes=_int(env, "PAYMENTS_HTTP_MAX_BODY_BYTES", 1024 * 1024, minimum=1024),
+        http_read_timeout_seconds=float(_int(env, "PAYMENTS_HTTP_READ_TIMEOUT_SECONDS", 15, minimum=1)),
+        shutdown_grace_seconds=float(_int(env, "PAYMENTS_SHUTDOWN_GRACE_SECONDS", 10, minimum=0)),
+        database_url=database_url,
+        db_pool_size=_int(env, "MYSQL_MAX_OPEN_CONNS", 10, minimum=1),
+        db_pool_recycle_seconds=_int(env, "MYSQL_CONN_MAX_LIFETIME_MINUTES", 30, minimum=1) * 60,
+        log_level=log_level,
+        default_provider=default_provider,
+        sandbox_enabled=_bool(env, "PAYMENTS_SANDBOX_ENABLED", not production),
+        sandbox_delay_ms=_int(env, "PAYMENTS_SANDBOX_DELAY_MS", 0, minimum=0),
+        sandbox_webhook_secret=_env(env, "PAYMENTS_SANDBOX_WEBHOOK_SECRET") or "whsec_sandbox_development_only",
+        provider_callback_base_url=_env(env, "PAYMENTS_PROVIDER_CALLBACK_BASE_URL"),
+        provider_timeout_seconds=float(_int(env, "PAYMENTS_PROVIDER_TIMEOUT_SECONDS", 10, minimum=1)),
+        create_lease_seconds=float(_int(env, "PAYMENTS_CREATE_LEASE_SECONDS", 60, minimum=1)),
+        max_amount_cents=_int(env, "PAYMENTS_MAX_AMOUNT_CENTS", 100_000_000_000, minimum=1),
+        callback_max_attempts=max(1, _int(env, "PAYMENTS_CALLBACK_MAX_ATTEMPTS", 10)),
+        callback_retry_interval_seconds=_seconds(env, "PAYMENTS_CALLBACK_RETRY_INTERVAL_MINUTES", 5),
+        callback_http_timeout_seconds=float(_int(env, "PAYMENTS_CALLBACK_HTTP_TIMEOUT_SECONDS", 10, minimum=1)),
+        pending_timeout_seconds=_seconds(env, "PAYMENTS_PENDING_TIMEOUT_MINUTES", 60),
+        reconcile_stale_after_seconds=_seconds(env, "PAYMENTS_RECONCILE_STALE_AFTER_MINUTES", 15),
+        job_batch_size=_int(env, "PAYMENTS_JOB_BATCH_SIZE", 100, minimum=1),
+        reconcile_interval_seconds=_seconds(env, "PAYMENTS_RECONCILE_INTERVAL_MINUTES", 2),
+        callback_dispatch_interval_seconds=_seconds(env, "PAYMENTS_CALLBACK_DISPATCH_INTERVAL_MINUTES", 1),
+        expire_pending_interval_seconds=_seconds(env, "PAYMENTS_EXPIRE_PENDING_INTERVAL_MINUTES", 5),
+    )

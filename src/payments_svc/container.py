@@ -1,0 +1,89 @@
+"""Builds the service's parts from Settings: database, providers, auth, service."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .auth.authenticators import Authenticator, BuiltinKeyAuthenticator, ExternalAuthenticator
+from .config import ConfigError, Settings
+from .db.engine import Database, create_engine
+from .db.migrate import CURRENT_VERSION, current_version
+from .providers.registry import ProviderRegistry
+from .providers.sandbox import SandboxProvider
+from .service.payments import PaymentService
+
+
+@dataclass
+class Container:
+    settings: Settings
+    db: Database
+    providers: ProviderRegistry
+    service: PaymentService
+    authenticator: Authenticator
+
+    async def close(self) -> None:
+        await self.authenticator.close()
+        await self.db.close()
+
+
+def build_providers(settings: Settings) -> ProviderRegistry:
+    providers = []
+    if settings.sandbox_enabled:
+        providers.append(
+            SandboxProvider(
+                public_base_url=settings.public_base_url,
+                webhook_secret=settings.sandbox_webhook_secret,
+                delay_ms=settings.sandbox_delay_ms,
+            )
+        )
+    if not providers:
+        raise ConfigError(
+            "no payment provider is enabled; enable the sandbox with PAYMENTS_SANDBOX_ENABLED=true (not for production)"
+        )
+    enabled = {p.type.code: p.type for p in providers}
+    if settings.default_provider is None:
+        default = providers[0].type
+    elif settings.default_provider in enabled:
+        default = enabled[settings.default_provider]
+    else:
+        raise ConfigError(
+            f"PAYMENTS_DEFAULT_PROVIDER={settings.default_provider} is not an enabled provider "
+            f"(enabled: {', '.join(enabled)})"
+        )
+    return ProviderRegistry(providers, default)
+
+
+def build_authenticator(settings: Settings, db: Database) -> Authenticator:
+    if settings.auth_service_addr:
+        if not settings.app_api_key:
+            raise ConfigError("APP_API_KEY is required when AUTH_SERVICE_GRPC_ADDR is set (it authenticates us to Auth)")
+        return ExternalAuthenticator(
+            settings.auth_service_addr,
+            app_api_key=settings.app_api_key,
+            service_name=settings.service_name,
+            cache_ttl_seconds=settings.auth_cache_ttl_seconds,
+            timeout_seconds=settings.auth_timeout_seconds,
+        )
+    return BuiltinKeyAuthenticator(db, settings.auth_cache_ttl_seconds)
+
+
+def build_container(settings: Settings) -> Container:
+    db = Database(create_engine(settings))
+    providers = build_providers(settings)
+    return Container(
+        settings=settings,
+        db=db,
+        providers=providers,
+        service=PaymentService(db, providers, settings),
+        authenticator=build_authenticator(settings, db),
+    )
+
+
+async def check_schema(db: Database) -> None:
+    """Refuses to serve on a database that was not migrated to this version."""
+    version = await current_version(db)
+    if version != CURRENT_VERSION:
+        raise ConfigError(
+            f"database schema is at version {version or 'none'}, this release needs {CURRENT_VERSION}: "
+            "run `payments-svc db migrate`"
+        )

@@ -1,0 +1,155 @@
+"""SQLAlchemy Core tables mirroring schema.sql (a MariaDB test checks they agree)."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
+
+metadata = sa.MetaData()
+
+# MySQL spellings where SQLite's generic types would lose meaning (unsigned ids,
+# microsecond DATETIME, LONGTEXT); SQLite gets its own INTEGER PRIMARY KEY so that
+# AUTOINCREMENT applies and ids are never reused.
+Id = sa.BigInteger().with_variant(mysql.BIGINT(unsigned=True), "mysql").with_variant(sa.Integer(), "sqlite")
+RefId = sa.BigInteger().with_variant(mysql.BIGINT(unsigned=True), "mysql")
+Timestamp = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql")
+LongText = sa.Text().with_variant(mysql.LONGTEXT(), "mysql")
+Status = sa.SmallInteger()
+
+_MYSQL_TABLE = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin", "sqlite_autoincrement": True}
+
+
+def _id() -> sa.Column:
+    return sa.Column("id", Id, primary_key=True, autoincrement=True)
+
+
+payments = sa.Table(
+    "payments",
+    metadata,
+    _id(),
+    sa.Column("request_id", sa.String(128), nullable=False),
+    sa.Column("caller_service", sa.String(128), nullable=False),
+    sa.Column("request_fingerprint", sa.CHAR(64), nullable=False),
+    sa.Column("resource_type", sa.String(128), nullable=False),
+    sa.Column("resource_id", sa.String(255), nullable=False),
+    sa.Column("customer_ref", sa.String(255)),
+    sa.Column("amount_cents", sa.BigInteger, nullable=False),
+    sa.Column("currency", sa.String(12), nullable=False),
+    sa.Column("status", Status, nullable=False, server_default=sa.text("1")),
+    sa.Column("payment_method", Status, nullable=False),
+    sa.Column("payment_type", Status, nullable=False),
+    sa.Column("provider", Status, nullable=False),
+    sa.Column("recurring_interval", sa.String(16)),
+    sa.Column("recurring_interval_count", sa.Integer),
+    sa.Column("provider_payment_id", sa.String(255)),
+    sa.Column("provider_subscription_id", sa.String(255)),
+    sa.Column("checkout_url", sa.String(2048)),
+    sa.Column("provider_callback_hash", sa.String(64), nullable=False),
+    sa.Column("provider_callback_url", sa.String(1024), nullable=False),
+    sa.Column("status_callback_url", sa.String(1024), nullable=False),
+    sa.Column("success_url", sa.String(1024)),
+    sa.Column("cancel_url", sa.String(1024)),
+    sa.Column("refunded_cents", sa.BigInteger, nullable=False, server_default=sa.text("0")),
+    sa.Column("refundable_cents", sa.BigInteger, nullable=False),
+    sa.Column("metadata_json", LongText, nullable=False),
+    sa.Column("cancel_reason", sa.String(255)),
+    sa.Column("failure_reason", sa.String(1024)),
+    sa.Column("create_error_code", sa.String(32)),
+    sa.Column("attention_required", sa.Boolean, nullable=False, server_default=sa.text("0")),
+    sa.Column("create_lease_until", Timestamp),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("updated_at", Timestamp, nullable=False),
+    sa.UniqueConstraint("caller_service", "request_id", name="idx_payments_caller_request_id"),
+    sa.UniqueConstraint("provider", "provider_callback_hash", name="idx_payments_provider_callback_hash"),
+    sa.Index("idx_payments_caller_id", "caller_service", "id"),
+    sa.Index("idx_payments_status_updated", "status", "updated_at"),
+    sa.Index("idx_payments_provider_payment_id", "provider", "provider_payment_id"),
+    sa.Index("idx_payments_resource", "resource_type", "resource_id"),
+    sa.Index("idx_payments_created_at", "created_at"),
+    **_MYSQL_TABLE,
+)
+
+payment_events = sa.Table(
+    "payment_events",
+    metadata,
+    _id(),
+    sa.Column("payment_id", RefId, sa.ForeignKey("payments.id", ondelete="CASCADE", name="fk_payment_events_payment"), nullable=False),
+    sa.Column("event_type", sa.String(128), nullable=False),
+    sa.Column("old_status", Status),
+    sa.Column("new_status", Status, nullable=False),
+    sa.Column("provider_event_id", sa.String(255)),
+    sa.Column("needs_attention", sa.Boolean, nullable=False, server_default=sa.text("0")),
+    sa.Column("message", sa.String(1024)),
+    sa.Column("payload_json", LongText),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Index("idx_payment_events_payment", "payment_id", "id"),
+    **_MYSQL_TABLE,
+)
+
+payment_callbacks = sa.Table(
+    "payment_callbacks",
+    metadata,
+    _id(),
+    sa.Column("payment_id", RefId, sa.ForeignKey("payments.id", ondelete="SET NULL", name="fk_payment_callbacks_payment")),
+    sa.Column("provider", sa.String(32), nullable=False),
+    sa.Column("callback_hash", sa.String(128), nullable=False),
+    sa.Column("provider_event_id", sa.String(255)),
+    sa.Column("dedup_key", sa.String(255)),
+    sa.Column("signature", sa.String(1024), nullable=False),
+    sa.Column("payload_json", LongText, nullable=False),
+    sa.Column("status", Status, nullable=False),
+    sa.Column("error", sa.String(1024)),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("updated_at", Timestamp, nullable=False),
+    sa.UniqueConstraint("provider", "dedup_key", name="idx_payment_callbacks_dedup"),
+    sa.Index("idx_payment_callbacks_payment", "payment_id"),
+    **_MYSQL_TABLE,
+)
+
+callback_deliveries = sa.Table(
+    "callback_deliveries",
+    metadata,
+    _id(),
+    sa.Column("delivery_id", sa.String(64), nullable=False),
+    sa.Column("payment_id", RefId, sa.ForeignKey("payments.id", ondelete="CASCADE", name="fk_callback_deliveries_payment"), nullable=False),
+    sa.Column("caller_service", sa.String(128), nullable=False),
+    sa.Column("event_type", sa.String(64), nullable=False),
+    sa.Column("payment_status", Status, nullable=False),
+    sa.Column("status", Status, nullable=False, server_default=sa.text("1")),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default=sa.text("0")),
+    sa.Column("next_attempt_at", Timestamp),
+    sa.Column("lease_until", Timestamp),
+    sa.Column("last_error", sa.String(1024)),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("updated_at", Timestamp, nullable=False),
+    sa.UniqueConstraint("delivery_id", name="idx_callback_deliveries_delivery_id"),
+    sa.Index("idx_callback_deliveries_due", "status", "next_attempt_at"),
+    sa.Index("idx_callback_deliveries_payment", "payment_id", "id"),
+    **_MYSQL_TABLE,
+)
+
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    _id(),
+    sa.Column("service_name", sa.String(128), nullable=False),
+    sa.Column("key_prefix", sa.String(16), nullable=False),
+    sa.Column("key_hash", sa.CHAR(64), nullable=False),
+    sa.Column("acts_for", sa.String(1024), nullable=False, server_default=sa.text("''")),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("revoked_at", Timestamp),
+    sa.UniqueConstraint("key_hash", name="idx_api_keys_key_hash"),
+    sa.Index("idx_api_keys_service", "service_name"),
+    **_MYSQL_TABLE,
+)
+
+schema_migrations = sa.Table(
+    "schema_migrations",
+    metadata,
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("description", sa.String(255), nullable=False),
+    sa.Column("applied_at", Timestamp, nullable=False),
+    mysql_engine="InnoDB",
+    mysql_charset="utf8mb4",
+    mysql_collate="utf8mb4_bin",
+)

@@ -1,0 +1,1 @@
+"""Entities, rules and errors of the payment domain; no I/O here."""

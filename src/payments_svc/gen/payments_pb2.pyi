@@ -1,0 +1,288 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class PaymentStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PAYMENT_STATUS_UNSPECIFIED: _ClassVar[PaymentStatus]
+    PAYMENT_STATUS_CREATED: _ClassVar[PaymentStatus]
+    PAYMENT_STATUS_PENDING: _ClassVar[PaymentStatus]
+    PAYMENT_STATUS_PROCESSING: _ClassVar[PaymentStatus]
+    PAYMENT_STATUS_PAID: _ClassVar[PaymentStatus]
+    PAYMENT_STATUS_FAILED: _ClassVar[PaymentStatus]
+    PAYMENT_STATUS_CANCELED: _ClassVar[PaymentStatus]
+    PAYMENT_STATUS_EXPIRED: _ClassVar[PaymentStatus]
+
+class PaymentMethod(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PAYMENT_METHOD_UNSPECIFIED: _ClassVar[PaymentMethod]
+    PAYMENT_METHOD_HOSTED_CARD: _ClassVar[PaymentMethod]
+    PAYMENT_METHOD_PAYMENT_LINK: _ClassVar[PaymentMethod]
+
+class PaymentType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PAYMENT_TYPE_UNSPECIFIED: _ClassVar[PaymentType]
+    PAYMENT_TYPE_ONE_TIME: _ClassVar[PaymentType]
+    PAYMENT_TYPE_RECURRING: _ClassVar[PaymentType]
+
+class ProviderType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PROVIDER_TYPE_UNSPECIFIED: _ClassVar[ProviderType]
+    PROVIDER_TYPE_STRIPE: _ClassVar[ProviderType]
+    PROVIDER_TYPE_SANDBOX: _ClassVar[ProviderType]
+PAYMENT_STATUS_UNSPECIFIED: PaymentStatus
+PAYMENT_STATUS_CREATED: PaymentStatus
+PAYMENT_STATUS_PENDING: PaymentStatus
+PAYMENT_STATUS_PROCESSING: PaymentStatus
+PAYMENT_STATUS_PAID: PaymentStatus
+PAYMENT_STATUS_FAILED: PaymentStatus
+PAYMENT_STATUS_CANCELED: PaymentStatus
+PAYMENT_STATUS_EXPIRED: PaymentStatus
+PAYMENT_METHOD_UNSPECIFIED: PaymentMethod
+PAYMENT_METHOD_HOSTED_CARD: PaymentMethod
+PAYMENT_METHOD_PAYMENT_LINK: PaymentMethod
+PAYMENT_TYPE_UNSPECIFIED: PaymentType
+PAYMENT_TYPE_ONE_TIME: PaymentType
+PAYMENT_TYPE_RECURRING: PaymentType
+PROVIDER_TYPE_UNSPECIFIED: ProviderType
+PROVIDER_TYPE_STRIPE: ProviderType
+PROVIDER_TYPE_SANDBOX: ProviderType
+
+class HealthRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class HealthResponse(_message.Message):
+    __slots__ = ("status",)
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    status: str
+    def __init__(self, status: _Optional[str] = ...) -> None: ...
+
+class Payment(_message.Message):
+    __slots__ = ("id", "request_id", "caller_service", "resource_type", "resource_id", "customer_ref", "amount_cents", "currency", "status", "payment_method", "payment_type", "provider", "recurring_interval", "recurring_interval_count", "provider_payment_id", "provider_subscription_id", "checkout_url", "provider_callback_hash", "provider_callback_url", "status_callback_url", "refunded_cents", "refundable_cents", "metadata", "created_at", "updated_at", "cancel_reason", "failure_reason", "attention_required")
+    class MetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    CALLER_SERVICE_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_TYPE_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_ID_FIELD_NUMBER: _ClassVar[int]
+    CUSTOMER_REF_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_CENTS_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    PAYMENT_METHOD_FIELD_NUMBER: _ClassVar[int]
+    PAYMENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    RECURRING_INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    RECURRING_INTERVAL_COUNT_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_PAYMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_SUBSCRIPTION_ID_FIELD_NUMBER: _ClassVar[int]
+    CHECKOUT_URL_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_CALLBACK_HASH_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_CALLBACK_URL_FIELD_NUMBER: _ClassVar[int]
+    STATUS_CALLBACK_URL_FIELD_NUMBER: _ClassVar[int]
+    REFUNDED_CENTS_FIELD_NUMBER: _ClassVar[int]
+    REFUNDABLE_CENTS_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    CANCEL_REASON_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_REASON_FIELD_NUMBER: _ClassVar[int]
+    ATTENTION_REQUIRED_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    request_id: str
+    caller_service: str
+    resource_type: str
+    resource_id: str
+    customer_ref: str
+    amount_cents: int
+    currency: str
+    status: PaymentStatus
+    payment_method: PaymentMethod
+    payment_type: PaymentType
+    provider: ProviderType
+    recurring_interval: str
+    recurring_interval_count: int
+    provider_payment_id: str
+    provider_subscription_id: str
+    checkout_url: str
+    provider_callback_hash: str
+    provider_callback_url: str
+    status_callback_url: str
+    refunded_cents: int
+    refundable_cents: int
+    metadata: _containers.ScalarMap[str, str]
+    created_at: str
+    updated_at: str
+    cancel_reason: str
+    failure_reason: str
+    attention_required: bool
+    def __init__(self, id: _Optional[int] = ..., request_id: _Optional[str] = ..., caller_service: _Optional[str] = ..., resource_type: _Optional[str] = ..., resource_id: _Optional[str] = ..., customer_ref: _Optional[str] = ..., amount_cents: _Optional[int] = ..., currency: _Optional[str] = ..., status: _Optional[_Union[PaymentStatus, str]] = ..., payment_method: _Optional[_Union[PaymentMethod, str]] = ..., payment_type: _Optional[_Union[PaymentType, str]] = ..., provider: _Optional[_Union[ProviderType, str]] = ..., recurring_interval: _Optional[str] = ..., recurring_interval_count: _Optional[int] = ..., provider_payment_id: _Optional[str] = ..., provider_subscription_id: _Optional[str] = ..., checkout_url: _Optional[str] = ..., provider_callback_hash: _Optional[str] = ..., provider_callback_url: _Optional[str] = ..., status_callback_url: _Optional[str] = ..., refunded_cents: _Optional[int] = ..., refundable_cents: _Optional[int] = ..., metadata: _Optional[_Mapping[str, str]] = ..., created_at: _Optional[str] = ..., updated_at: _Optional[str] = ..., cancel_reason: _Optional[str] = ..., failure_reason: _Optional[str] = ..., attention_required: _Optional[bool] = ...) -> None: ...
+
+class CreatePaymentRequest(_message.Message):
+    __slots__ = ("request_id", "caller_service", "resource_type", "resource_id", "customer_ref", "amount_cents", "currency", "payment_method", "payment_type", "provider", "recurring_interval", "recurring_interval_count", "status_callback_url", "success_url", "cancel_url", "metadata")
+    class MetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    CALLER_SERVICE_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_TYPE_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_ID_FIELD_NUMBER: _ClassVar[int]
+    CUSTOMER_REF_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_CENTS_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    PAYMENT_METHOD_FIELD_NUMBER: _ClassVar[int]
+    PAYMENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    RECURRING_INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    RECURRING_INTERVAL_COUNT_FIELD_NUMBER: _ClassVar[int]
+    STATUS_CALLBACK_URL_FIELD_NUMBER: _ClassVar[int]
+    SUCCESS_URL_FIELD_NUMBER: _ClassVar[int]
+    CANCEL_URL_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    caller_service: str
+    resource_type: str
+    resource_id: str
+    customer_ref: str
+    amount_cents: int
+    currency: str
+    payment_method: PaymentMethod
+    payment_type: PaymentType
+    provider: ProviderType
+    recurring_interval: str
+    recurring_interval_count: int
+    status_callback_url: str
+    success_url: str
+    cancel_url: str
+    metadata: _containers.ScalarMap[str, str]
+    def __init__(self, request_id: _Optional[str] = ..., caller_service: _Optional[str] = ..., resource_type: _Optional[str] = ..., resource_id: _Optional[str] = ..., customer_ref: _Optional[str] = ..., amount_cents: _Optional[int] = ..., currency: _Optional[str] = ..., payment_method: _Optional[_Union[PaymentMethod, str]] = ..., payment_type: _Optional[_Union[PaymentType, str]] = ..., provider: _Optional[_Union[ProviderType, str]] = ..., recurring_interval: _Optional[str] = ..., recurring_interval_count: _Optional[int] = ..., status_callback_url: _Optional[str] = ..., success_url: _Optional[str] = ..., cancel_url: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class GetPaymentRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    def __init__(self, id: _Optional[int] = ...) -> None: ...
+
+class ListPaymentsRequest(_message.Message):
+    __slots__ = ("request_id", "caller_service", "resource_type", "resource_id", "has_status", "status", "provider", "limit", "offset")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    CALLER_SERVICE_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_TYPE_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_ID_FIELD_NUMBER: _ClassVar[int]
+    HAS_STATUS_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    caller_service: str
+    resource_type: str
+    resource_id: str
+    has_status: bool
+    status: PaymentStatus
+    provider: ProviderType
+    limit: int
+    offset: int
+    def __init__(self, request_id: _Optional[str] = ..., caller_service: _Optional[str] = ..., resource_type: _Optional[str] = ..., resource_id: _Optional[str] = ..., has_status: _Optional[bool] = ..., status: _Optional[_Union[PaymentStatus, str]] = ..., provider: _Optional[_Union[ProviderType, str]] = ..., limit: _Optional[int] = ..., offset: _Optional[int] = ...) -> None: ...
+
+class CancelPaymentRequest(_message.Message):
+    __slots__ = ("id", "reason")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    reason: str
+    def __init__(self, id: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class HandleProviderCallbackRequest(_message.Message):
+    __slots__ = ("request_id", "provider", "callback_hash", "signature", "payload")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    CALLBACK_HASH_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    provider: str
+    callback_hash: str
+    signature: str
+    payload: str
+    def __init__(self, request_id: _Optional[str] = ..., provider: _Optional[str] = ..., callback_hash: _Optional[str] = ..., signature: _Optional[str] = ..., payload: _Optional[str] = ...) -> None: ...
+
+class PaymentEnvelopeResponse(_message.Message):
+    __slots__ = ("payment",)
+    PAYMENT_FIELD_NUMBER: _ClassVar[int]
+    payment: Payment
+    def __init__(self, payment: _Optional[_Union[Payment, _Mapping]] = ...) -> None: ...
+
+class ListPaymentsResponse(_message.Message):
+    __slots__ = ("payments",)
+    PAYMENTS_FIELD_NUMBER: _ClassVar[int]
+    payments: _containers.RepeatedCompositeFieldContainer[Payment]
+    def __init__(self, payments: _Optional[_Iterable[_Union[Payment, _Mapping]]] = ...) -> None: ...
+
+class MessageResponse(_message.Message):
+    __slots__ = ("message", "payment")
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    PAYMENT_FIELD_NUMBER: _ClassVar[int]
+    message: str
+    payment: Payment
+    def __init__(self, message: _Optional[str] = ..., payment: _Optional[_Union[Payment, _Mapping]] = ...) -> None: ...
+
+class ErrorResponse(_message.Message):
+    __slots__ = ("error",)
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    error: str
+    def __init__(self, error: _Optional[str] = ...) -> None: ...
+
+class ListPaymentEventsRequest(_message.Message):
+    __slots__ = ("id", "limit", "after_event_id")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    AFTER_EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    limit: int
+    after_event_id: int
+    def __init__(self, id: _Optional[int] = ..., limit: _Optional[int] = ..., after_event_id: _Optional[int] = ...) -> None: ...
+
+class PaymentEvent(_message.Message):
+    __slots__ = ("id", "payment_id", "event_type", "old_status", "new_status", "provider_event_id", "needs_attention", "message", "created_at")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    PAYMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    EVENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    OLD_STATUS_FIELD_NUMBER: _ClassVar[int]
+    NEW_STATUS_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    NEEDS_ATTENTION_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    payment_id: int
+    event_type: str
+    old_status: PaymentStatus
+    new_status: PaymentStatus
+    provider_event_id: str
+    needs_attention: bool
+    message: str
+    created_at: str
+    def __init__(self, id: _Optional[int] = ..., payment_id: _Optional[int] = ..., event_type: _Optional[str] = ..., old_status: _Optional[_Union[PaymentStatus, str]] = ..., new_status: _Optional[_Union[PaymentStatus, str]] = ..., provider_event_id: _Optional[str] = ..., needs_attention: _Optional[bool] = ..., message: _Optional[str] = ..., created_at: _Optional[str] = ...) -> None: ...
+
+class ListPaymentEventsResponse(_message.Message):
+    __slots__ = ("events",)
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[PaymentEvent]
+    def __init__(self, events: _Optional[_Iterable[_Union[PaymentEvent, _Mapping]]] = ...) -> None: ...

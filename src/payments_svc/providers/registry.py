@@ -1,0 +1,38 @@
+"""Which providers are enabled, and which one a request means."""
+
+from __future__ import annotations
+
+from ..domain.enums import ProviderType
+from ..domain.errors import ValidationError
+from .base import Provider
+
+
+class ProviderRegistry:
+    def __init__(self, providers: list[Provider], default: ProviderType):
+        self._by_type = {p.type: p for p in providers}
+        if default not in self._by_type:
+            raise ValueError(f"default provider {default.code} is not enabled")
+        self.default = default
+
+    def resolve(self, code: int) -> Provider:
+        """The provider for a request's `provider` field (0 means the default)."""
+        provider_type = self.default if code == ProviderType.UNSPECIFIED else ProviderType(code)
+        provider = self._by_type.get(provider_type)
+        if provider is None:
+            raise ValidationError("provider is not supported")
+        return provider
+
+    def get(self, provider_type: ProviderType) -> Provider:
+        return self.resolve(int(provider_type))
+
+    def by_name(self, name: str) -> Provider:
+        """For webhook paths: the provider's name ("stripe") or number ("1")."""
+        key = name.strip().lower()
+        for provider in self._by_type.values():
+            if key in (provider.type.code, str(int(provider.type))):
+                return provider
+        raise ValidationError("provider is not supported")
+
+    @property
+    def enabled(self) -> list[ProviderType]:
+        return list(self._by_type)

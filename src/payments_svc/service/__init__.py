@@ -1,0 +1,1 @@
+"""The use cases. gRPC and HTTP are thin adapters over PaymentService."""

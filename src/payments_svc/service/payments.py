@@ -1,0 +1,390 @@
+"""PaymentService: create (two-phase, idempotent), get, list, cancel, provider
+callbacks and the event timeline. Every status change goes through
+status_changes.apply_status_change inside one transaction."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Awaitable, Callable
+
+import structlog
+
+from ..auth.caller import Caller
+from ..clock import utcnow
+from ..config import Settings
+from ..db.engine import Database
+from ..domain.enums import CallbackStatus, PaymentStatus, PaymentType
+from ..domain.errors import (
+    CallbackRejectedError,
+    ErrorKind,
+    IdempotencyInProgressError,
+    IdempotencyKeyReusedError,
+    InvalidTransitionError,
+    NotFoundError,
+    PermissionDeniedError,
+    ProviderError,
+    ServiceUnavailableError,
+    ValidationError,
+)
+from ..domain.payment import CreatePaymentCommand, ListPaymentsQuery, Payment, PaymentEvent, ProviderCallback
+from ..domain.transitions import can_transition
+from ..domain.validation import validate_cancel_reason, validate_create, validate_list, validate_payment_id
+from ..providers.base import CancelOutcome, Checkout, Provider, ProviderEvent, provider_idempotency_key
+from ..providers.registry import ProviderRegistry
+from ..repository.callbacks import CallbackLogRepository, DuplicateProviderEvent
+from ..repository.events import EventRepository
+from ..repository.payments import DuplicatePaymentKey, PaymentRepository
+from .status_changes import ConcurrentUpdate, StatusChange, apply_status_change
+
+log = structlog.get_logger("payments.service")
+
+MAX_CHANGE_ATTEMPTS = 5
+MAX_EVENTS_PAGE = 500
+
+
+@dataclass(frozen=True, slots=True)
+class CreateResult:
+    payment: Payment
+    replayed: bool
+
+
+class PaymentService:
+    def __init__(self, db: Database, providers: ProviderRegistry, settings: Settings):
+        self.db = db
+        self.providers = providers
+        self.settings = settings
+
+    # ---- create -------------------------------------------------------------
+
+    async def create_payment(self, caller: Caller, command: CreatePaymentCommand) -> CreateResult:
+        cmd = command.normalized()
+        validate_create(cmd, max_amount_cents=self.settings.max_amount_cents)
+        if not caller.may_act_for(cmd.caller_service):
+            raise PermissionDeniedError(f"this api key may not act for caller_service {cmd.caller_service!r}")
+        provider = self.providers.resolve(cmd.provider)
+        fingerprint = cmd.fingerprint(provider.type)
+
+        async with self.db.read() as conn:
+            existing = await PaymentRepository(conn).find_by_key(cmd.caller_service, cmd.request_id)
+        if existing is not None:
+            return await self._resume(existing, fingerprint)
+
+        # Phase 1: reserve the key. The unique index decides between concurrent duplicates.
+        now = utcnow()
+        values = self._new_payment(cmd, provider, fingerprint, now)
+        try:
+            async with self.db.transaction() as conn:
+                payment = await PaymentRepository(conn).insert(values)
+                await EventRepository(conn).add(
+                    payment_id=payment.id, event_type="payment_created", old_status=None,
+                    new_status=PaymentStatus.CREATED, now=now,
+                )
+        except DuplicatePaymentKey:
+            async with self.db.read() as conn:
+                existing = await PaymentRepository(conn).find_by_key(cmd.caller_service, cmd.request_id)
+            if existing is None:  # the callback hash collided, not the key: practically impossible
+                raise ServiceUnavailableError("could not reserve the payment; retry with the same request_id")
+            return await self._resume(existing, fingerprint)
+        # Phase 2, outside any transaction.
+        return CreateResult(await self._call_provider_create(payment, provider), replayed=False)
+
+    def _new_payment(self, cmd: CreatePaymentCommand, provider: Provider, fingerprint: str, now) -> dict:
+        callback_hash = str(uuid.uuid4())
+        recurring = cmd.payment_type == PaymentType.RECURRING
+        return dict(
+            request_id=cmd.request_id,
+            caller_service=cmd.caller_service,
+            request_fingerprint=fingerprint,
+            resource_type=cmd.resource_type,
+            resource_id=cmd.resource_id,
+            customer_ref=cmd.customer_ref or None,
+            amount_cents=cmd.amount_cents,
+            currency=cmd.currency,
+            status=PaymentStatus.CREATED,
+            payment_method=cmd.payment_method,
+            payment_type=cmd.payment_type,
+            provider=provider.type,
+            recurring_interval=cmd.recurring_interval if recurring else None,
+            recurring_interval_count=cmd.recurring_interval_count if recurring else None,
+            provider_payment_id=None,
+            provider_subscription_id=None,
+            checkout_url=None,
+            provider_callback_hash=callback_hash,
+            provider_callback_url=f"{self.settings.callback_base_url.rstrip('/')}/{provider.type.code}/{callback_hash}",
+            status_callback_url=cmd.status_callback_url,
+            success_url=cmd.success_url or None,
+            cancel_url=cmd.cancel_url or None,
+            refunded_cents=0,
+            refundable_cents=cmd.amount_cents,
+            metadata=cmd.metadata,
+            cancel_reason=None,
+            failure_reason=None,
+            create_error_code=None,
+            attention_required=False,
+            create_lease_until=now + timedelta(seconds=self.settings.create_lease_seconds),
+            created_at=now,
+            updated_at=now,
+        )
+
+    async def _resume(self, existing: Payment, fingerprint: str) -> CreateResult:
+        """A request whose key is taken: replay, refuse, or finish a create that a
+        crash or a provider outage left half done."""
+        if existing.request_fingerprint != fingerprint:
+            raise IdempotencyKeyReusedError()
+        if existing.status != PaymentStatus.CREATED:
+            if existing.create_error_code:
+                raise ProviderError(existing.failure_reason or "payment provider rejected the payment",
+                                    retryable=False, kind=ErrorKind(existing.create_error_code))
+            return CreateResult(existing, replayed=True)
+        payment = await self.claim_unfinished_create(existing)
+        if payment is None:
+            raise IdempotencyInProgressError()
+        return CreateResult(await self._call_provider_create(payment, self.providers.get(payment.provider)), replayed=True)
+
+    async def claim_unfinished_create(self, payment: Payment) -> Payment | None:
+        """Takes over a CREATED payment whose create lease ran out (its creator crashed
+        or gave up); None while another request still holds it."""
+        now = utcnow()
+        if payment.create_lease_until is not None and payment.create_lease_until > now:
+            return None
+        lease_until = now + timedelta(seconds=self.settings.create_lease_seconds)
+        async with self.db.transaction() as conn:
+            claimed = await PaymentRepository(conn).claim_create_lease(payment.id, payment.create_lease_until, now, lease_until)
+        if not claimed:
+            return None
+        return dataclasses.replace(payment, create_lease_until=lease_until, updated_at=now)
+
+    async def _call_provider_create(self, payment: Payment, provider: Provider) -> Payment:
+        key = provider_idempotency_key(payment.caller_service, payment.request_id, "create")
+        try:
+            async with asyncio.timeout(self.settings.provider_timeout_seconds):
+                checkout = await provider.create_checkout(payment, key)
+        except TimeoutError:
+            await self._release_create_lease(payment)
+            raise ServiceUnavailableError("payment provider timed out; retry with the same request_id") from None
+        except ProviderError as exc:
+            if exc.retryable:
+                await self._release_create_lease(payment)
+                raise ServiceUnavailableError(f"{exc.message}; retry with the same request_id") from None
+            await self._fail_create(payment, exc)
+            raise
+        return await self._finish_create(payment, provider, checkout)
+
+    async def _finish_create(self, payment: Payment, provider: Provider, checkout: Checkout) -> Payment:
+        values = dict(
+            provider_payment_id=checkout.provider_payment_id,
+            provider_subscription_id=checkout.provider_subscription_id,
+            checkout_url=checkout.checkout_url,
+            create_lease_until=None,
+        )
+        change = StatusChange(checkout.initial_status, "checkout_created", values=values, announce=False)
+
+        def decide(current: Payment) -> StatusChange | None:
+            if current.status != PaymentStatus.CREATED:
+                return None  # ended while the provider was called (canceled): handled below
+            return change
+
+        current = await self._change_status(payment.id, decide)
+        if current.status.is_terminal and current.provider_payment_id is None:
+            # Canceled while we were creating: keep the provider ids, and stop the object at the provider.
+            current = await self._change_status(
+                payment.id, lambda p: StatusChange(p.status, "checkout_created_after_end", values=values)
+            )
+            await self._cancel_at_provider(current, provider)
+        return current
+
+    async def _fail_create(self, payment: Payment, exc: ProviderError) -> None:
+        values = dict(failure_reason=exc.message[:1024], create_error_code=exc.kind.value, create_lease_until=None)
+        await self._change_status(
+            payment.id,
+            lambda p: StatusChange(PaymentStatus.FAILED, "provider_rejected", values=values, message=exc.message, announce=False)
+            if p.status == PaymentStatus.CREATED else None,
+        )
+
+    async def _release_create_lease(self, payment: Payment) -> None:
+        """After a retryable provider failure: let the caller's retry (or reconcile) continue at once."""
+        async with self.db.transaction() as conn:
+            await PaymentRepository(conn).update_if_status(
+                payment.id, PaymentStatus.CREATED, {"create_lease_until": utcnow()}
+            )
+
+    # ---- read ---------------------------------------------------------------
+
+    async def get_payment(self, caller: Caller, payment_id: int) -> Payment:
+        validate_payment_id(payment_id)
+        async with self.db.read() as conn:
+            payment = await PaymentRepository(conn).get(payment_id)
+        if payment is None or not caller.may_act_for(payment.caller_service):
+            raise NotFoundError()  # another caller's payment is as good as absent
+        return payment
+
+    async def list_payments(self, caller: Caller, query: ListPaymentsQuery) -> list[Payment]:
+        query = validate_list(query)
+        if query.caller_service:
+            if not caller.may_act_for(query.caller_service):
+                raise PermissionDeniedError(f"this api key may not read payments of caller_service {query.caller_service!r}")
+            visible = None
+        else:
+            visible = caller.visible_callers()
+        async with self.db.read() as conn:
+            return await PaymentRepository(conn).list(query, visible)
+
+    async def list_payment_events(self, caller: Caller, payment_id: int, *, limit: int, after_event_id: int) -> list[PaymentEvent]:
+        if limit == 0:
+            limit = 100
+        if not 1 <= limit <= MAX_EVENTS_PAGE:
+            raise ValidationError("limit must be between 1 and 500")
+        await self.get_payment(caller, payment_id)
+        async with self.db.read() as conn:
+            return await EventRepository(conn).list(payment_id, limit=limit, after_id=after_event_id)
+
+    async def get_checkout(self, provider_name: str, callback_hash: str) -> Payment:
+        """For a provider's hosted page (the sandbox): the payment behind a callback hash."""
+        provider = self.providers.by_name(provider_name)
+        async with self.db.read() as conn:
+            payment = await PaymentRepository(conn).find_by_callback_hash(provider.type, callback_hash)
+        if payment is None:
+            raise NotFoundError()
+        return payment
+
+    # ---- cancel -------------------------------------------------------------
+
+    async def cancel_payment(self, caller: Caller, payment_id: int, reason: str = "") -> Payment:
+        reason = validate_cancel_reason(reason)
+        payment = await self.get_payment(caller, payment_id)
+        if payment.status == PaymentStatus.CANCELED:
+            return payment  # cancel is idempotent: no second callback
+        _check_cancelable(payment)
+        if payment.provider_payment_id is not None:
+            outcome = await self._cancel_at_provider(payment, self.providers.get(payment.provider))
+            if outcome == CancelOutcome.ALREADY_PAID:
+                await self._change_status(
+                    payment.id,
+                    lambda p: StatusChange(PaymentStatus.PAID, "provider_reported_paid", message="provider reported the payment paid when asked to cancel"),
+                )
+                raise InvalidTransitionError("invalid status: paid payments cannot be canceled")
+
+        def decide(current: Payment) -> StatusChange | None:
+            if current.status == PaymentStatus.CANCELED:
+                return None
+            if not can_transition(current.status, PaymentStatus.CANCELED):
+                # Lost a race (e.g. the provider's "paid" came first): record the attempt.
+                return StatusChange(None, "cancel_rejected", message=f"cancel refused: payment is {current.status.name}")
+            return StatusChange(PaymentStatus.CANCELED, "payment_canceled", values={"cancel_reason": reason or None}, message=reason or None)
+
+        result = await self._change_status(payment.id, decide)
+        if result.status != PaymentStatus.CANCELED:
+            _check_cancelable(result)  # raises: it ended otherwise meanwhile
+        return result
+
+    async def _cancel_at_provider(self, payment: Payment, provider: Provider) -> CancelOutcome:
+        key = provider_idempotency_key(payment.caller_service, payment.request_id, "cancel")
+        try:
+            async with asyncio.timeout(self.settings.provider_timeout_seconds):
+                return await provider.cancel(payment, key)
+        except TimeoutError:
+            raise ServiceUnavailableError("payment provider timed out; retry the cancel") from None
+        except ProviderError as exc:
+            if exc.retryable:
+                raise ServiceUnavailableError(f"{exc.message}; retry the cancel") from None
+            raise
+
+    # ---- provider callbacks ------------------------------------------------
+
+    async def handle_provider_callback(self, callback: ProviderCallback) -> None:
+        for value, message in (
+            (callback.request_id, "request_id is required"),
+            (callback.provider, "provider is required"),
+            (callback.callback_hash, "callback hash is required"),
+            (callback.signature, "provider signature is required"),
+            (callback.payload, "payload is required"),
+        ):
+            if not value.strip() if isinstance(value, str) else not value:
+                raise ValidationError(message)
+        provider = self.providers.by_name(callback.provider)
+        payload_text = callback.payload.decode("utf-8", errors="replace")
+        record = dict(provider=provider.type.code, callback_hash=callback.callback_hash.strip(),
+                      signature=callback.signature, payload=payload_text)
+        try:
+            event = provider.parse_callback(callback.payload, callback.signature)
+        except CallbackRejectedError as exc:
+            await self._record_callback(**record, status=CallbackStatus.REJECTED,
+                                        error=f"provider callback validation failed: {exc.reason}")
+            raise
+        async with self.db.read() as conn:
+            payment = await PaymentRepository(conn).find_by_callback_hash(provider.type, record["callback_hash"])
+        if payment is None:
+            await self._record_callback(**record, status=CallbackStatus.REJECTED, provider_event_id=event.event_id,
+                                        error="payment not found for callback hash")
+            raise NotFoundError()
+
+        # The dedup row, the status change and its event commit together or not at all.
+        for _ in range(MAX_CHANGE_ATTEMPTS):
+            now = utcnow()
+            try:
+                async with self.db.transaction() as conn:
+                    await CallbackLogRepository(conn).record(
+                        **record, status=CallbackStatus.PROCESSED, now=now, payment_id=payment.id,
+                        provider_event_id=event.event_id, dedup_key=event.event_id,
+                    )
+                    current = await PaymentRepository(conn).get(payment.id, for_update=True)
+                    updated = await apply_status_change(conn, current, _event_change(event, payload_text), now)
+                log.info("provider_callback_applied", payment_id=payment.id, event_type=event.event_type,
+                         old_status=current.status.name, new_status=updated.status.name)
+                return
+            except DuplicateProviderEvent:
+                await self._record_callback(**record, status=CallbackStatus.DUPLICATE, payment_id=payment.id,
+                                            provider_event_id=event.event_id, error="event already processed")
+                return
+            except ConcurrentUpdate:
+                continue
+        raise ServiceUnavailableError("payment is being updated concurrently; the provider should retry")
+
+    async def _record_callback(self, *, status: CallbackStatus, **fields) -> None:
+        async with self.db.transaction() as conn:
+            await CallbackLogRepository(conn).record(status=status, now=utcnow(), **fields)
+
+    # ---- shared -------------------------------------------------------------
+
+    async def _change_status(self, payment_id: int, decide: Callable[[Payment], StatusChange | None]) -> Payment:
+        """Reads the payment, asks `decide` for a change and applies it; re-reads and
+        decides again if another writer changed the status in between."""
+        for _ in range(MAX_CHANGE_ATTEMPTS):
+            async with self.db.transaction() as conn:
+                payment = await PaymentRepository(conn).get(payment_id, for_update=True)
+                if payment is None:
+                    raise NotFoundError()
+                change = decide(payment)
+                if change is None:
+                    return payment
+                try:
+                    return await apply_status_change(conn, payment, change, utcnow())
+                except ConcurrentUpdate:
+                    pass
+        raise ServiceUnavailableError("payment is being updated concurrently; retry")
+
+
+def _check_cancelable(payment: Payment) -> None:
+    if not can_transition(payment.status, PaymentStatus.CANCELED):
+        raise InvalidTransitionError(f"invalid status: {payment.status.name.lower()} payments cannot be canceled")
+
+
+def _event_change(event: ProviderEvent, payload: str) -> StatusChange:
+    values = {}
+    if event.provider_payment_id:
+        values["provider_payment_id"] = event.provider_payment_id
+    if event.provider_subscription_id:
+        values["provider_subscription_id"] = event.provider_subscription_id
+    if event.failure_reason and event.status == PaymentStatus.FAILED:
+        values["failure_reason"] = event.failure_reason[:1024]
+    return StatusChange(
+        new_status=event.status,
+        event_type=event.event_type or "provider_callback",
+        values=values,
+        provider_event_id=event.event_id,
+        payload=payload,
+    )

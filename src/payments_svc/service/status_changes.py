@@ -1,0 +1,95 @@
+"""Applying a status change: the transition table, a conditional UPDATE, the event
+row and the outbox row, all in the caller's transaction."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from ..domain.enums import PaymentStatus
+from ..domain.payment import Payment
+from ..domain.transitions import can_transition, is_paid_after_end
+from ..repository.events import EventRepository
+from ..repository.outbox import OutboxRepository
+from ..repository.payments import PaymentRepository
+
+
+@dataclass(slots=True)
+class StatusChange:
+    new_status: PaymentStatus | None  # None: record the event, keep the status
+    event_type: str
+    values: dict[str, Any] = field(default_factory=dict)  # other columns set with the status
+    provider_event_id: str | None = None
+    payload: str | None = None
+    message: str | None = None
+    announce: bool | None = None  # queue a status callback; default: when the new status is terminal
+
+
+class ConcurrentUpdate(Exception):
+    """The row's status changed since it was read; re-read and decide again."""
+
+
+async def apply_status_change(conn: AsyncConnection, payment: Payment, change: StatusChange, now: datetime) -> Payment:
+    """Returns the payment as it is after the change (unchanged when the table forbids
+    the change, which is recorded instead). Raises ConcurrentUpdate."""
+    old = payment.status
+    new = old if change.new_status is None else change.new_status
+    repo, events = PaymentRepository(conn), EventRepository(conn)
+
+    if old == new or not can_transition(old, new):
+        attention = is_paid_after_end(old, new)
+        # A refused change must not leave its side values behind (a late failure's
+        # reason on a paid payment); only a same-status event updates other columns.
+        values = dict(change.values) if old == new else {}
+        if attention:
+            values["attention_required"] = True
+        if values:
+            values["updated_at"] = now
+            if not await repo.update_if_status(payment.id, old, values):
+                raise ConcurrentUpdate()
+        if old == new:
+            message = change.message
+        elif attention:
+            message = f"provider reports {new.name} but the payment is already {old.name}: money may have been taken, refund or reconcile by hand"
+        else:
+            message = f"ignored: {old.name} -> {new.name} is not an allowed transition"
+        await events.add(
+            payment_id=payment.id,
+            event_type=change.event_type,
+            old_status=old,
+            new_status=old,
+            now=now,
+            provider_event_id=change.provider_event_id,
+            needs_attention=attention,
+            message=message,
+            payload=change.payload,
+        )
+        return dataclasses.replace(payment, **values) if values else payment
+
+    values = {"status": new, "updated_at": now, **change.values}
+    if not await repo.update_if_status(payment.id, old, values):
+        raise ConcurrentUpdate()
+    await events.add(
+        payment_id=payment.id,
+        event_type=change.event_type,
+        old_status=old,
+        new_status=new,
+        now=now,
+        provider_event_id=change.provider_event_id,
+        message=change.message,
+        payload=change.payload,
+    )
+    announce = new.is_terminal if change.announce is None else change.announce
+    if announce:
+        await OutboxRepository(conn).enqueue(
+            payment_id=payment.id,
+            caller_service=payment.caller_service,
+            event_type="payment." + new.name.lower(),
+            payment_status=new,
+            now=now,
+        )
+    return dataclasses.replace(payment, **values)

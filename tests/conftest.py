@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+import pytest
+
+from payments_svc.config import load_settings
+from payments_svc.container import build_container
+from payments_svc.db.migrate import migrate
+
+from .support import base_env, new_database
+
+BACKENDS = ["sqlite", pytest.param("mysql", marks=pytest.mark.mysql)]
+
+
+@pytest.fixture(params=BACKENDS)
+def database(request, tmp_path):
+    """A fresh, empty database on each backend (dropped afterwards)."""
+    db = new_database(request.param, tmp_path)
+    yield db
+    db.drop()
+
+
+@pytest.fixture
+def make_container(database, tmp_path):
+    """Builds an in-process Container on the migrated test database."""
+    containers = []
+
+    async def factory(**env):
+        settings = load_settings(base_env(database.url, **env), base_dir=tmp_path)
+        container = build_container(settings)
+        await migrate(container.db)
+        containers.append(container)
+        return container
+
+    yield factory
+    # Containers are closed by the tests' event loop (see `container` below).
+
+
+@pytest.fixture
+async def container(make_container):
+    c = await make_container()
+    yield c
+    await c.close()

@@ -1,0 +1,164 @@
+"""Shared test helpers: databases on SQLite and MariaDB, and real server processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+MYSQL_HOST = os.environ.get("TEST_MYSQL_HOST", "127.0.0.1")
+MYSQL_PORT = int(os.environ.get("TEST_MYSQL_PORT", "3306"))
+MYSQL_USER = os.environ.get("TEST_MYSQL_USER", "root")
+MYSQL_PASSWORD = os.environ.get("TEST_MYSQL_PASSWORD", "")
+
+
+def _mysql_connect(database: str | None = None):
+    import pymysql
+
+    return pymysql.connect(host=MYSQL_HOST, port=MYSQL_PORT, user=MYSQL_USER, password=MYSQL_PASSWORD,
+                           database=database, autocommit=True, connect_timeout=3)
+
+
+def mysql_available() -> str | None:
+    """None if MariaDB/MySQL answers, else why not."""
+    try:
+        _mysql_connect().close()
+        return None
+    except Exception as exc:  # any failure means "not here"
+        return f"{type(exc).__name__}: {exc}"
+
+
+def require_mysql() -> None:
+    problem = mysql_available()
+    if problem is None:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"MariaDB is required under CI but is unreachable at {MYSQL_HOST}:{MYSQL_PORT}: {problem}")
+    pytest.skip(f"!!! MySQL TESTS SKIPPED: MariaDB unreachable at {MYSQL_HOST}:{MYSQL_PORT} ({problem}) !!!")
+
+
+@dataclass
+class TestDatabase:
+    backend: str
+    url: str
+    name: str | None = None  # the MySQL database name
+
+    def drop(self) -> None:
+        if self.backend == "mysql":
+            conn = _mysql_connect()
+            with conn.cursor() as cur:
+                cur.execute(f"DROP DATABASE IF EXISTS `{self.name}`")
+            conn.close()
+
+
+def new_database(backend: str, tmp_path: Path) -> TestDatabase:
+    if backend == "sqlite":
+        return TestDatabase("sqlite", f"sqlite+aiosqlite:///{tmp_path / ('t-' + uuid.uuid4().hex[:8] + '.sqlite3')}")
+    require_mysql()
+    name = "payments_test_" + uuid.uuid4().hex[:12]
+    conn = _mysql_connect()
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
+    conn.close()
+    auth = MYSQL_USER + (f":{MYSQL_PASSWORD}" if MYSQL_PASSWORD else "")
+    return TestDatabase("mysql", f"mysql+aiomysql://{auth}@{MYSQL_HOST}:{MYSQL_PORT}/{name}?charset=utf8mb4", name)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cli(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "payments_svc", *args], env=env, capture_output=True, text=True,
+                          check=check, cwd=env.get("PWD_FOR_TESTS", str(REPO)), timeout=60)
+
+
+def base_env(database_url: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PAYMENTS_", "STRIPE_", "MYSQL_", "AUTH_", "APP_"))}
+    env.update({"PAYMENTS_DATABASE_URL": database_url, "LOG_LEVEL": "warning", "PAYMENTS_ENV": "test"})
+    env.update(extra)
+    return env
+
+
+def create_key(env: dict[str, str], service: str, *acts_for: str) -> str:
+    args = ["keys", "create", "--service", service]
+    for other in acts_for:
+        args += ["--acts-for", other]
+    return cli(env, *args).stdout.strip()
+
+
+@dataclass
+class ServerProcess:
+    """`payments-svc serve` as a real process on free ports."""
+
+    env: dict[str, str]
+    http_port: int = field(default_factory=free_port)
+    grpc_port: int = field(default_factory=free_port)
+    proc: subprocess.Popen | None = None
+    log_path: Path | None = None
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def grpc_target(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def start(self, *extra_args: str, timeout: float = 20.0) -> "ServerProcess":
+        env = dict(self.env, HTTP_PORT=str(self.http_port), GRPC_PORT=str(self.grpc_port), HTTP_HOST="127.0.0.1",
+                   GRPC_HOST="127.0.0.1", PAYMENTS_PUBLIC_BASE_URL=f"http://127.0.0.1:{self.http_port}")
+        self.env = env
+        self.log_path = Path(env.get("TEST_LOG_DIR", "/tmp")) / f"serve-{self.http_port}.log"
+        log = open(self.log_path, "w")
+        self.proc = subprocess.Popen([sys.executable, "-m", "payments_svc", "serve", *extra_args], env=env,
+                                     stdout=log, stderr=subprocess.STDOUT, cwd=str(REPO))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log_path.read_text()}")
+            try:
+                import urllib.request
+
+                with urllib.request.urlopen(self.http_url + "/readyz", timeout=1) as resp:
+                    if resp.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"server not ready in {timeout}s:\n{self.log_path.read_text()}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise
+
+    def logs(self) -> str:
+        return self.log_path.read_text() if self.log_path else ""
+
+
+async def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(interval)

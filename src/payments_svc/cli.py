@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from importlib.metadata import PackageNotFoundError, version as package_version
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as package_version
 
 import click
 
@@ -58,7 +59,8 @@ def serve(ctx: click.Context, processes: int) -> None:
     if ctx.obj["worker"]:
         raise click.UsageError("serve does not take --worker; run the job commands as workers")
     settings = _settings()
-    from .server import CHILD_ENV, serve as run_server, serve_processes
+    from .server import CHILD_ENV, serve_processes
+    from .server import serve as run_server
 
     if processes > 1:
         sys.exit(serve_processes(processes))

@@ -10,7 +10,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import quote, urlsplit, parse_qsl, urlencode
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 
 class ConfigError(Exception):
@@ -67,37 +67,39 @@ def _seconds(environ, minutes_name: str, default_minutes: float, *, minimum: flo
     return value
 
 
-_GO_DSN = re.compile(
-    r"^(?:(?P<user>[^:@/]*)(?::(?P<password>[^@]*))?@)?"
-    r"(?:(?P<net>tcp|unix)\((?P<addr>[^)]*)\))?"
-    r"/(?P<db>[^?]*)(?:\?(?P<params>.*))?$"
-)
+_GO_ADDRESS = re.compile(r"^(?P<net>tcp|unix)\((?P<addr>[^)]*)\)$")
 
 
 def mysql_dsn_to_url(dsn: str) -> str:
     """Turns a Go MySQL DSN (`user:pass@tcp(host:port)/db?...`) into a SQLAlchemy URL.
 
-    Go-driver parameters that mean nothing to PyMySQL (parseTime, loc, ...) are dropped;
-    the service always works in UTC.
+    Parsed the way go-sql-driver does: the last "/" starts the database name, the last
+    "@" before it ends the credentials (so passwords may hold "@" and ":"). Driver
+    parameters that mean nothing to PyMySQL (parseTime, loc, ...) are dropped; the
+    service always works in UTC.
     """
     if "://" in dsn:
         return dsn  # already a URL
-    match = _GO_DSN.match(dsn)
-    if not match or not match["db"]:
+    head, slash, tail = dsn.rpartition("/")
+    db, _, params = tail.partition("?")
+    credentials, at, address = head.rpartition("@")
+    if not at:
+        credentials, address = "", head
+    net = _GO_ADDRESS.match(address) if address else None
+    if not slash or not db or (address and net is None):
         raise ConfigError("MYSQL_DSN must look like user:pass@tcp(host:port)/dbname")
-    user = quote(match["user"] or "root", safe="")
-    password = match["password"]
-    auth = user + (":" + quote(password, safe="") if password else "")
+    user, _, password = credentials.partition(":")
+    auth = quote(user or "root", safe="") + (":" + quote(password, safe="") if password else "")
     query = {"charset": "utf8mb4"}
-    for key, value in parse_qsl(match["params"] or ""):
+    for key, value in parse_qsl(params):
         if key == "charset":
             query["charset"] = value.split(",")[0]
-    if match["net"] == "unix":
-        query["unix_socket"] = match["addr"]
+    if net is not None and net["net"] == "unix":
+        query["unix_socket"] = net["addr"]
         host = "localhost"
     else:
-        host = match["addr"] or "127.0.0.1:3306"
-    return f"mysql+aiomysql://{auth}@{host}/{match['db']}?{urlencode(query)}"
+        host = (net["addr"] if net else "") or "127.0.0.1:3306"
+    return f"mysql+aiomysql://{auth}@{host}/{db}?{urlencode(query)}"
 
 
 def default_sqlite_url(base_dir: Path | None = None) -> str:

@@ -28,7 +28,7 @@ from payments_svc.domain.errors import (
     ValidationError,
 )
 from payments_svc.domain.payment import CreatePaymentCommand, ListPaymentsQuery, ProviderCallback
-from payments_svc.providers.base import CancelOutcome, Checkout
+from payments_svc.providers.base import CancelOutcome
 from payments_svc.providers.registry import ProviderRegistry
 from payments_svc.providers.sandbox import SandboxProvider
 

@@ -81,7 +81,7 @@ class CreatePaymentCommand:
     cancel_url: str
     metadata: dict[str, str] = field(default_factory=dict)
 
-    def normalized(self) -> "CreatePaymentCommand":
+    def normalized(self) -> CreatePaymentCommand:
         """Trims and case-folds as the reference's HTTP shim did, now for gRPC too."""
         return CreatePaymentCommand(
             request_id=self.request_id.strip(),

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from datetime import datetime
-from typing import Any, Iterable
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from ..db.tables import payments
 from ..domain.enums import PaymentMethod, PaymentStatus, PaymentType, ProviderType
 from ..domain.payment import ListPaymentsQuery, Payment
-from ..db.tables import payments
 
 
 class DuplicatePaymentKey(Exception):

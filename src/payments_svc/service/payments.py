@@ -7,9 +7,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Awaitable, Callable
 
 import structlog
 
@@ -87,7 +87,7 @@ class PaymentService:
             async with self.db.read() as conn:
                 existing = await PaymentRepository(conn).find_by_key(cmd.caller_service, cmd.request_id)
             if existing is None:  # the callback hash collided, not the key: practically impossible
-                raise ServiceUnavailableError("could not reserve the payment; retry with the same request_id")
+                raise ServiceUnavailableError("could not reserve the payment; retry with the same request_id") from None
             return await self._resume(existing, fingerprint)
         # Phase 2, outside any transaction.
         return CreateResult(await self._call_provider_create(payment, provider), replayed=False)

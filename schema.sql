@@ -29,12 +29,19 @@ CREATE TABLE IF NOT EXISTS payments (
   cancel_url VARCHAR(1024) NULL,
   refunded_cents BIGINT NOT NULL DEFAULT 0,
   refundable_cents BIGINT NOT NULL,
+  -- What the provider reports received (Stellar: the payments matched so far, in hundredths, rounded down).
+  received_cents BIGINT NOT NULL DEFAULT 0,
   metadata_json LONGTEXT NOT NULL,
   cancel_reason VARCHAR(255) NULL,
   failure_reason VARCHAR(1024) NULL,
   create_error_code VARCHAR(32) NULL,
   attention_required BOOL NOT NULL DEFAULT 0,
   create_lease_until DATETIME(6) NULL,
+  -- Jobs: when reconcile next asks the provider (NULL: never asked yet), how often it
+  -- asked, and the lease of the reconcile or expire run working on the payment.
+  reconcile_next_at DATETIME(6) NULL,
+  reconcile_attempts INT NOT NULL DEFAULT 0,
+  job_lease_until DATETIME(6) NULL,
   created_at DATETIME(6) NOT NULL,
   updated_at DATETIME(6) NOT NULL,
   PRIMARY KEY (id),
@@ -42,6 +49,7 @@ CREATE TABLE IF NOT EXISTS payments (
   UNIQUE KEY idx_payments_provider_callback_hash (provider, provider_callback_hash),
   KEY idx_payments_caller_id (caller_service, id),
   KEY idx_payments_status_updated (status, updated_at),
+  KEY idx_payments_reconcile (status, reconcile_next_at),
   KEY idx_payments_provider_payment_id (provider, provider_payment_id),
   KEY idx_payments_resource (resource_type, resource_id),
   KEY idx_payments_created_at (created_at)
@@ -85,7 +93,9 @@ CREATE TABLE IF NOT EXISTS payment_callbacks (
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 
 -- Transactional outbox of status callbacks: a row is written in the same
--- transaction as the status change the caller must hear about.
+-- transaction as the status change the caller must hear about. A dispatcher claims
+-- due rows by setting lease_until and lease_owner, and records the outcome only
+-- while lease_owner is still its own.
 CREATE TABLE IF NOT EXISTS callback_deliveries (
   id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT,
   delivery_id VARCHAR(64) NOT NULL,
@@ -97,7 +107,9 @@ CREATE TABLE IF NOT EXISTS callback_deliveries (
   attempts INT NOT NULL DEFAULT 0,
   next_attempt_at DATETIME(6) NULL,
   lease_until DATETIME(6) NULL,
+  lease_owner VARCHAR(64) NULL,
   last_error VARCHAR(1024) NULL,
+  last_status_code INT NULL,
   created_at DATETIME(6) NOT NULL,
   updated_at DATETIME(6) NOT NULL,
   PRIMARY KEY (id),
@@ -105,6 +117,109 @@ CREATE TABLE IF NOT EXISTS callback_deliveries (
   KEY idx_callback_deliveries_due (status, next_attempt_at),
   KEY idx_callback_deliveries_payment (payment_id, id),
   CONSTRAINT fk_callback_deliveries_payment FOREIGN KEY (payment_id) REFERENCES payments (id) ON DELETE CASCADE
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+-- Every delivery attempt of a status callback: when, the receiver's answer, how long it took.
+CREATE TABLE IF NOT EXISTS callback_attempts (
+  id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT,
+  callback_delivery_id BIGINT UNSIGNED NOT NULL,
+  attempt INT NOT NULL,
+  attempted_at DATETIME(6) NOT NULL,
+  status_code INT NULL,
+  latency_ms INT NOT NULL,
+  error VARCHAR(1024) NULL,
+  PRIMARY KEY (id),
+  UNIQUE KEY idx_callback_attempts_delivery_attempt (callback_delivery_id, attempt),
+  CONSTRAINT fk_callback_attempts_delivery FOREIGN KEY (callback_delivery_id) REFERENCES callback_deliveries (id) ON DELETE CASCADE
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+-- Standard Webhooks signing secrets (whsec_...) of caller services. Kept in clear:
+-- signing needs them. Every secret not yet expired signs, so during a rotation the
+-- old and the new secret both sign until the old one expires.
+CREATE TABLE IF NOT EXISTS signing_secrets (
+  id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT,
+  caller_service VARCHAR(128) NOT NULL,
+  secret VARCHAR(128) NOT NULL,
+  created_at DATETIME(6) NOT NULL,
+  expires_at DATETIME(6) NULL,
+  PRIMARY KEY (id),
+  KEY idx_signing_secrets_service (caller_service)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+-- Stellar: how far each receiving account's payments feed (Horizon's
+-- /accounts/{id}/payments) has been applied. It moves in the same transaction as
+-- what the records it passes caused, and only ever forward.
+CREATE TABLE IF NOT EXISTS stellar_cursors (
+  account VARCHAR(56) NOT NULL,
+  paging_token VARCHAR(20) NOT NULL,
+  updated_at DATETIME(6) NOT NULL,
+  PRIMARY KEY (account)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+-- Stellar: every payment to a receiving account that the feed delivered, and every
+-- record it could not read (operation_id NULL, record_json raw). The unique
+-- operation id applies each operation once. needs_attention rows are for an
+-- operator: unmatched, refund due, overpaid, malformed.
+CREATE TABLE IF NOT EXISTS stellar_operations (
+  id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT,
+  account VARCHAR(56) NOT NULL,
+  operation_id VARCHAR(20) NULL,
+  transaction_hash CHAR(64) NULL,
+  payment_id BIGINT UNSIGNED NULL,
+  status SMALLINT NOT NULL,
+  from_account VARCHAR(56) NULL,
+  asset_code VARCHAR(12) NULL,
+  asset_issuer VARCHAR(56) NULL,
+  amount_stroops BIGINT NULL,
+  overpaid_stroops BIGINT NULL,
+  memo_type VARCHAR(8) NULL,
+  memo VARCHAR(64) NULL,
+  needs_attention BOOL NOT NULL DEFAULT 0,
+  error VARCHAR(1024) NULL,
+  record_json LONGTEXT NOT NULL,
+  created_at DATETIME(6) NOT NULL,
+  PRIMARY KEY (id),
+  UNIQUE KEY idx_stellar_operations_operation (operation_id),
+  KEY idx_stellar_operations_payment (payment_id, status),
+  KEY idx_stellar_operations_attention (needs_attention, id),
+  CONSTRAINT fk_stellar_operations_payment FOREIGN KEY (payment_id) REFERENCES payments (id) ON DELETE SET NULL
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+-- The refund ledger: every provider refund of a payment, those asked for through the
+-- API (request_id, unique per payment: the refund's idempotency key) and those made
+-- at the provider (request_id NULL). refunded_cents and refundable_cents of the
+-- payment are computed from it in the transaction that changes it.
+CREATE TABLE IF NOT EXISTS refunds (
+  id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT,
+  payment_id BIGINT UNSIGNED NOT NULL,
+  request_id VARCHAR(128) NULL,
+  request_fingerprint CHAR(64) NULL,
+  amount_cents BIGINT NOT NULL,
+  reason VARCHAR(32) NULL,
+  status SMALLINT NOT NULL,
+  provider SMALLINT NOT NULL,
+  provider_refund_id VARCHAR(255) NULL,
+  failure_reason VARCHAR(1024) NULL,
+  error_code VARCHAR(32) NULL,
+  created_at DATETIME(6) NOT NULL,
+  updated_at DATETIME(6) NOT NULL,
+  PRIMARY KEY (id),
+  UNIQUE KEY idx_refunds_payment_request (payment_id, request_id),
+  UNIQUE KEY idx_refunds_provider_refund (provider, provider_refund_id),
+  CONSTRAINT fk_refunds_payment FOREIGN KEY (payment_id) REFERENCES payments (id) ON DELETE CASCADE
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+-- Provider objects created after the payment's own (payment intents, charges,
+-- subscriptions, invoices), so an account-level webhook naming only them finds its
+-- payment. The payment's own object is payments.provider_payment_id.
+CREATE TABLE IF NOT EXISTS provider_objects (
+  provider SMALLINT NOT NULL,
+  object_id VARCHAR(255) NOT NULL,
+  payment_id BIGINT UNSIGNED NOT NULL,
+  created_at DATETIME(6) NOT NULL,
+  PRIMARY KEY (provider, object_id),
+  KEY idx_provider_objects_payment (payment_id),
+  CONSTRAINT fk_provider_objects_payment FOREIGN KEY (payment_id) REFERENCES payments (id) ON DELETE CASCADE
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 
 -- Built-in API keys: only the SHA-256 of a key is stored. acts_for lists the other

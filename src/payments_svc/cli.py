@@ -15,7 +15,9 @@ from .auth.keys import ApiKeyRepository
 from .config import ConfigError, Settings, load_settings, redact_url
 from .db.engine import Database, create_engine
 from .db.migrate import MigrationError, migrate
+from .jobs.commands import callbacks, expire, reconcile, signing_secret
 from .logs import configure_logging
+from .stellar.commands import stellar
 
 
 def _settings() -> Settings:
@@ -143,3 +145,10 @@ def version() -> None:
         click.echo(f"payments-svc {package_version('payments-svc')}")
     except PackageNotFoundError:
         click.echo("payments-svc dev")
+
+
+main.add_command(reconcile)
+main.add_command(callbacks)
+main.add_command(expire)
+main.add_command(stellar)
+keys.add_command(signing_secret)

@@ -12,6 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
+from .callback_policy import parse_host_pattern
+from .providers.stripe_settings import StripeSettings, stripe_settings_from_env
+from .stellar.settings import StellarSettings, stellar_settings_from_env
+from .webhooks_signing import secret_key
+
 
 class ConfigError(Exception):
     """A setting is missing or malformed; the message names the variable."""
@@ -65,6 +70,46 @@ def _seconds(environ, minutes_name: str, default_minutes: float, *, minimum: flo
     if value <= minimum:
         raise ConfigError(f"{name} must be > {minimum}")
     return value
+
+
+_DURATION = re.compile(r"^(?P<n>\d+(\.\d+)?)(?P<unit>ms|s|m|h|d)$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _durations(environ, name: str, default: str) -> tuple[float, ...]:
+    """A comma-separated list of durations such as `5m,1h,1d` (units ms, s, m, h, d), in seconds."""
+    raw = _env(environ, name) or default
+    out = []
+    for part in raw.split(","):
+        match = _DURATION.match(part.strip())
+        if match is None or float(match["n"]) <= 0:
+            raise ConfigError(f"{name} must be positive durations like 5m,1h,1d; got {part.strip()!r}")
+        out.append(float(match["n"]) * _UNIT_SECONDS[match["unit"]])
+    return tuple(out)
+
+
+def _host_patterns(environ, name: str) -> tuple[str, ...]:
+    try:
+        return tuple(parse_host_pattern(p) for p in (_env(environ, name) or "").split(",") if p.strip())
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+
+
+def _signing_secrets(environ, name: str) -> tuple[tuple[str, str], ...]:
+    """`service=whsec_...` pairs, comma-separated; a service named twice signs with both (rotation)."""
+    pairs = []
+    for entry in (_env(environ, name) or "").split(","):
+        if not entry.strip():
+            continue
+        service, sep, secret = entry.partition("=")
+        if not sep or not service.strip():
+            raise ConfigError(f"{name} must be service=whsec_... entries separated by commas")
+        try:
+            secret_key(secret.strip())
+        except ValueError as exc:
+            raise ConfigError(f"{name}: secret of {service.strip()!r}: {exc}") from None
+        pairs.append((service.strip(), secret.strip()))
+    return tuple(pairs)
 
 
 _GO_ADDRESS = re.compile(r"^(?P<net>tcp|unix)\((?P<addr>[^)]*)\)$")
@@ -133,6 +178,7 @@ class Settings:
     http_max_body_bytes: int = 1024 * 1024
     http_read_timeout_seconds: float = 15.0
     shutdown_grace_seconds: float = 10.0
+    shutdown_drain_seconds: float = 0.0
 
     database_url: str = ""
     db_pool_size: int = 10
@@ -152,12 +198,19 @@ class Settings:
     callback_max_attempts: int = 10
     callback_retry_interval_seconds: float = 300.0
     callback_http_timeout_seconds: float = 10.0
+    callback_retry_max_interval_seconds: float = 43200.0
+    callback_allowed_hosts: tuple[str, ...] = ()
+    callback_signing_secrets: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     pending_timeout_seconds: float = 3600.0
     reconcile_stale_after_seconds: float = 900.0
     job_batch_size: int = 100
+    job_concurrency: int = 10
+    reconcile_backoff_seconds: tuple[float, ...] = (300.0, 3600.0, 86400.0)
     reconcile_interval_seconds: float = 120.0
     callback_dispatch_interval_seconds: float = 60.0
     expire_pending_interval_seconds: float = 300.0
+    stellar: StellarSettings | None = None  # None: the Stellar provider is disabled
+    stripe: StripeSettings | None = None  # None: Stripe is disabled (no STRIPE_SECRET_KEY)
 
     @property
     def is_production(self) -> bool:
@@ -171,6 +224,21 @@ class Settings:
     def callback_base_url(self) -> str:
         """Where providers are told to call back; defaults to this server's own webhook route."""
         return self.provider_callback_base_url or self.public_base_url.rstrip("/") + "/webhooks/providers"
+
+
+
+def _stellar(environ) -> StellarSettings | None:
+    try:
+        return stellar_settings_from_env(environ)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _stripe(environ) -> StripeSettings | None:
+    try:
+        return stripe_settings_from_env(environ)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 LOG_LEVELS = ("debug", "info", "warning", "warn", "error", "critical")
@@ -218,6 +286,7 @@ def load_settings(environ: dict[str, str] | None = None, *, base_dir: Path | Non
         http_max_body_bytes=_int(env, "PAYMENTS_HTTP_MAX_BODY_BYTES", 1024 * 1024, minimum=1024),
         http_read_timeout_seconds=float(_int(env, "PAYMENTS_HTTP_READ_TIMEOUT_SECONDS", 15, minimum=1)),
         shutdown_grace_seconds=float(_int(env, "PAYMENTS_SHUTDOWN_GRACE_SECONDS", 10, minimum=0)),
+        shutdown_drain_seconds=float(_int(env, "PAYMENTS_SHUTDOWN_DRAIN_SECONDS", 0, minimum=0)),
         database_url=database_url,
         db_pool_size=_int(env, "MYSQL_MAX_OPEN_CONNS", 10, minimum=1),
         db_pool_recycle_seconds=_int(env, "MYSQL_CONN_MAX_LIFETIME_MINUTES", 30, minimum=1) * 60,
@@ -233,10 +302,17 @@ def load_settings(environ: dict[str, str] | None = None, *, base_dir: Path | Non
         callback_max_attempts=max(1, _int(env, "PAYMENTS_CALLBACK_MAX_ATTEMPTS", 10)),
         callback_retry_interval_seconds=_seconds(env, "PAYMENTS_CALLBACK_RETRY_INTERVAL_MINUTES", 5),
         callback_http_timeout_seconds=float(_int(env, "PAYMENTS_CALLBACK_HTTP_TIMEOUT_SECONDS", 10, minimum=1)),
+        callback_retry_max_interval_seconds=_seconds(env, "PAYMENTS_CALLBACK_RETRY_MAX_INTERVAL_MINUTES", 720),
+        callback_allowed_hosts=_host_patterns(env, "PAYMENTS_CALLBACK_ALLOWED_HOSTS"),
+        callback_signing_secrets=_signing_secrets(env, "PAYMENTS_CALLBACK_SIGNING_SECRETS"),
         pending_timeout_seconds=_seconds(env, "PAYMENTS_PENDING_TIMEOUT_MINUTES", 60),
         reconcile_stale_after_seconds=_seconds(env, "PAYMENTS_RECONCILE_STALE_AFTER_MINUTES", 15),
         job_batch_size=_int(env, "PAYMENTS_JOB_BATCH_SIZE", 100, minimum=1),
+        job_concurrency=_int(env, "PAYMENTS_JOB_CONCURRENCY", 10, minimum=1),
+        reconcile_backoff_seconds=_durations(env, "PAYMENTS_RECONCILE_BACKOFF", "5m,1h,1d"),
         reconcile_interval_seconds=_seconds(env, "PAYMENTS_RECONCILE_INTERVAL_MINUTES", 2),
         callback_dispatch_interval_seconds=_seconds(env, "PAYMENTS_CALLBACK_DISPATCH_INTERVAL_MINUTES", 1),
         expire_pending_interval_seconds=_seconds(env, "PAYMENTS_EXPIRE_PENDING_INTERVAL_MINUTES", 5),
+        stellar=_stellar(env),
+        stripe=_stripe(env),
     )

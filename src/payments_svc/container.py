@@ -10,6 +10,8 @@ from .db.engine import Database, create_engine
 from .db.migrate import CURRENT_VERSION, current_version
 from .providers.registry import ProviderRegistry
 from .providers.sandbox import SandboxProvider
+from .providers.stellar import StellarProvider
+from .providers.stripe import StripeProvider
 from .service.payments import PaymentService
 
 
@@ -23,11 +25,16 @@ class Container:
 
     async def close(self) -> None:
         await self.authenticator.close()
+        await self.providers.close()
         await self.db.close()
 
 
 def build_providers(settings: Settings) -> ProviderRegistry:
     providers = []
+    if settings.stripe is not None:
+        # First, so that it is the default provider: provider 0 meant Stripe in the reference.
+        providers.append(StripeProvider(settings.stripe, public_base_url=settings.public_base_url,
+                                        pending_timeout_seconds=settings.pending_timeout_seconds))
     if settings.sandbox_enabled:
         providers.append(
             SandboxProvider(
@@ -36,9 +43,12 @@ def build_providers(settings: Settings) -> ProviderRegistry:
                 delay_ms=settings.sandbox_delay_ms,
             )
         )
+    if settings.stellar is not None:
+        providers.append(StellarProvider(settings.stellar))
     if not providers:
         raise ConfigError(
-            "no payment provider is enabled; enable the sandbox with PAYMENTS_SANDBOX_ENABLED=true (not for production)"
+            "no payment provider is enabled; set STRIPE_SECRET_KEY and STRIPE_WEBHOOK_SECRET for Stripe, "
+            "or enable the sandbox with PAYMENTS_SANDBOX_ENABLED=true (not for production)"
         )
     enabled = {p.type.code: p.type for p in providers}
     if settings.default_provider is None:

@@ -34,14 +34,15 @@ CHILD_ENV = "PAYMENTS_SERVE_SHARED_PORTS"
 
 
 async def serve(settings: Settings, *, shared_ports: bool = False) -> None:
-    container = build_container(settings)
-    await container.db.ping()
-    await check_schema(container.db)
-
+    # Signals first: a SIGTERM during start-up must still end in an orderly exit 0.
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
+
+    container = build_container(settings)
+    await container.db.ping()
+    await check_schema(container.db)
 
     async def readiness() -> str | None:
         if stopping.is_set():
@@ -81,8 +82,10 @@ async def serve(settings: Settings, *, shared_ports: bool = False) -> None:
              providers=[p.code for p in container.providers.enabled])
 
     await stopping.wait()
-    log.info("shutting_down", grace_seconds=settings.shutdown_grace_seconds)
+    log.info("shutting_down", drain_seconds=settings.shutdown_drain_seconds, grace_seconds=settings.shutdown_grace_seconds)
     await health_servicer.enter_graceful_shutdown()
+    # Keep accepting while load balancers notice NOT_SERVING / readiness 503 and stop sending.
+    await asyncio.sleep(settings.shutdown_drain_seconds)
     await asyncio.gather(grpc_server.stop(settings.shutdown_grace_seconds), runner.cleanup())
     await container.close()
     log.info("stopped")
@@ -92,17 +95,22 @@ def serve_processes(processes: int) -> int:
     """Runs `processes` copies of serve on shared ports; forwards SIGTERM/SIGINT and
     returns non-zero if any copy failed (so the orchestrator restarts the pod)."""
     env = dict(os.environ, **{CHILD_ENV: "1"})
-    children = [
-        subprocess.Popen([sys.executable, "-m", "payments_svc", "serve"], env=env) for _ in range(processes)
-    ]
+    children: list[subprocess.Popen] = []
+    stop_requested = False
 
     def forward(signum, _frame):
+        nonlocal stop_requested
+        stop_requested = True
         for child in children:
             if child.poll() is None:
                 child.send_signal(signum)
 
+    # Installed before any child exists, so no signal can leave children orphaned.
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    for _ in range(processes):
+        if not stop_requested:
+            children.append(subprocess.Popen([sys.executable, "-m", "payments_svc", "serve"], env=env))
     exit_code = 0
     remaining = list(children)
     while remaining:
@@ -112,7 +120,8 @@ def serve_processes(processes: int) -> int:
             except subprocess.TimeoutExpired:
                 continue
             remaining.remove(child)
-            if code != 0:
-                exit_code = exit_code or code
+            # A child stopped by our own forwarded signal before it could install its handler is a clean stop.
+            if code != 0 and not (stop_requested and code in (-signal.SIGTERM, -signal.SIGINT)):
+                exit_code = exit_code or (code if code > 0 else 1)
                 forward(signal.SIGTERM, None)  # one copy died: stop the rest, let the supervisor restart us
     return exit_code

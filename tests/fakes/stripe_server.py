@@ -293,6 +293,7 @@ class FakeStripe:
             ("get", "/v1/payment_intents/{intent}"): self._retrieve("payment_intent"),
             ("get", "/v1/charges/{charge}"): self._retrieve("charge"),
             ("post", "/v1/refunds"): self._create_refund,
+            ("get", "/v1/refunds"): self._list_refunds,
             ("get", "/v1/refunds/{refund}"): self._retrieve("refund"),
             ("get", "/v1/events/{id}"): self._retrieve("event"),
         }
@@ -1348,6 +1349,9 @@ class FakeStripe:
     def _create_refund(self, params: dict[str, Any]) -> dict[str, Any]:
         refund, _ = self._refund(params)
         return self._render(refund, params)
+
+    def _list_refunds(self, params: dict[str, Any]) -> dict[str, Any]:
+        return self._list("refund", params, "/v1/refunds", {"charge": "charge", "payment_intent": "payment_intent"})
 
     def _refundable_charge(self, params: Mapping[str, Any]) -> dict[str, Any]:
         if "charge" in params:

@@ -380,6 +380,11 @@ async def test_refunds_cannot_exceed_the_remaining_amount(fake, client):
     (updated,) = fake.fail_refund(refund.id)
     assert updated["type"] == "refund.updated" and updated["data"]["object"]["status"] == "failed"
 
+    charge_id = refunded["data"]["object"]["id"]
+    listed = await client.v1.refunds.list_async(params={"charge": charge_id})
+    assert [(r.amount, r.status) for r in listed.data] == [(1000, "succeeded"), (2000, "failed")]  # newest first
+    assert [r.id for r in (await client.v1.refunds.list_async(params={"payment_intent": intent_id})).data][1] == refund.id
+
 
 @pytest.mark.asyncio
 async def test_injected_failures(fake, client, http_client):

@@ -6,11 +6,16 @@ from __future__ import annotations
 from typing import Any
 
 from ..clock import rfc3339
+from ..domain.enums import ProviderType
 from ..domain.payment import Payment, PaymentEvent
+from ..domain.refund import Refund
+from ..repository.deliveries import CallbackDelivery
+from ..stellar.instructions import StellarInstructions
 
 
-def payment_fields(p: Payment) -> dict[str, Any]:
-    return {
+def payment_fields(p: Payment, delivery: CallbackDelivery | None = None) -> dict[str, Any]:
+    """`delivery`, when given, is shown as callback_delivery (GetPayment, ReplayCallback)."""
+    fields = {
         "id": p.id,
         "request_id": p.request_id,
         "caller_service": p.caller_service,
@@ -39,6 +44,25 @@ def payment_fields(p: Payment) -> dict[str, Any]:
         "cancel_reason": p.cancel_reason or "",
         "failure_reason": p.failure_reason or "",
         "attention_required": p.attention_required,
+        "received_cents": p.received_cents,
+    }
+    if p.provider == ProviderType.STELLAR and p.checkout_url:
+        # The checkout_url is the SEP-7 URI the instructions were made into.
+        fields["stellar_instructions"] = StellarInstructions.from_sep7_uri(p.checkout_url).fields()
+    if delivery is not None:
+        fields["callback_delivery"] = delivery_fields(delivery)
+    return fields
+
+
+def delivery_fields(d: CallbackDelivery) -> dict[str, Any]:
+    return {
+        "delivery_id": d.delivery_id,
+        "status": int(d.status),
+        "attempts": d.attempts,
+        "next_attempt_at": rfc3339(d.next_attempt_at),
+        "last_error": d.last_error or "",
+        "last_status_code": d.last_status_code or 0,
+        "event_type": d.event_type,
     }
 
 
@@ -53,4 +77,19 @@ def event_fields(e: PaymentEvent) -> dict[str, Any]:
         "needs_attention": e.needs_attention,
         "message": e.message or "",
         "created_at": rfc3339(e.created_at),
+    }
+
+
+def refund_fields(r: Refund) -> dict[str, Any]:
+    return {
+        "id": r.id,
+        "payment_id": r.payment_id,
+        "request_id": r.request_id or "",
+        "amount_cents": r.amount_cents,
+        "status": int(r.status),
+        "reason": r.reason or "",
+        "provider_refund_id": r.provider_refund_id or "",
+        "failure_reason": r.failure_reason or "",
+        "created_at": rfc3339(r.created_at),
+        "updated_at": rfc3339(r.updated_at),
     }

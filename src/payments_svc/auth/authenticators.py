@@ -79,8 +79,9 @@ class ExternalAuthenticator:
                 timeout=self._timeout,
             )
         except grpc.aio.AioRpcError as exc:
-            if exc.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED):
+            if exc.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.NOT_FOUND):
                 raise UnauthenticatedError(INVALID_KEY) from None
+            # Anything else (down, slow, or refusing our own APP_API_KEY) is our problem, not the caller's key.
             raise ServiceUnavailableError("authentication service unavailable; retry later") from None
         if self._service_name not in response.allowed_access:
             raise PermissionDeniedError("forbidden")

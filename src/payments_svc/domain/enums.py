@@ -38,6 +38,7 @@ class PaymentType(IntEnum):
 class ProviderType(IntEnum):
     UNSPECIFIED = 0
     STRIPE = 1
+    STELLAR = 2
     SANDBOX = 100
 
     @property
@@ -52,6 +53,7 @@ class CallbackStatus(IntEnum):
     PROCESSED = 10
     REJECTED = 20
     DUPLICATE = 30
+    IGNORED = 40  # acknowledged: a type the service does not act on, about no payment of ours
 
 
 class DeliveryStatus(IntEnum):
@@ -60,3 +62,13 @@ class DeliveryStatus(IntEnum):
     PENDING = 1
     SUCCESS = 10
     FAILED = 20
+
+
+class StellarOperationStatus(IntEnum):
+    """stellar_operations.status: what became of a payment to the Stellar receiving
+    account, or of a record of its feed that could not be read."""
+
+    CREDITED = 10  # counted towards an open payment
+    REFUND_DUE = 20  # its payment had already ended: the money is to be returned
+    UNMATCHED = 30  # no payment has its memo, or it is in another asset than its payment's
+    MALFORMED = 40  # the record could not be read; kept raw

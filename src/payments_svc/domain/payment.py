@@ -37,6 +37,7 @@ class Payment:
     cancel_url: str | None
     refunded_cents: int
     refundable_cents: int
+    received_cents: int  # what the provider reports received, where it does (Stellar)
     metadata: dict[str, str]
     cancel_reason: str | None
     failure_reason: str | None

@@ -4,6 +4,7 @@ amount and metadata bounds) come after them."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from .enums import PaymentMethod, PaymentStatus, PaymentType, ProviderType
@@ -42,8 +43,21 @@ def _check_url(name: str, value: str) -> None:
         raise ValidationError(f"{name} must not contain whitespace")
 
 
-def validate_create(cmd: CreatePaymentCommand, *, max_amount_cents: int) -> None:
-    """Raises ValidationError for the first problem found; `cmd` is already normalised."""
+def check_iso_currency(cmd: CreatePaymentCommand) -> None:
+    """The currency rule of card providers: an ISO 4217 code, three ASCII letters."""
+    if len(cmd.currency) != 3 or not cmd.currency.isascii() or not cmd.currency.isalpha():
+        raise ValidationError("currency must be 3 letters")
+
+
+def validate_create(
+    cmd: CreatePaymentCommand,
+    *,
+    max_amount_cents: int,
+    provider_checks: Callable[[CreatePaymentCommand], None] = check_iso_currency,
+) -> None:
+    """Raises ValidationError for the first problem found; `cmd` is already normalised.
+    `provider_checks` (the chosen provider's `validate`) owns the currency rule, since
+    what a currency may look like depends on the provider (Stellar asset codes)."""
     if not cmd.request_id:
         raise ValidationError("request_id is required")
     if not cmd.caller_service:
@@ -54,8 +68,7 @@ def validate_create(cmd: CreatePaymentCommand, *, max_amount_cents: int) -> None
         raise ValidationError("resource_id is required")
     if cmd.amount_cents <= 0:
         raise ValidationError("amount_cents must be > 0")
-    if len(cmd.currency) != 3:
-        raise ValidationError("currency must be 3 letters")
+    provider_checks(cmd)
     if cmd.payment_method not in (PaymentMethod.HOSTED_CARD, PaymentMethod.PAYMENT_LINK):
         raise ValidationError("payment_method must be hosted_card or payment_link")
     if cmd.payment_type not in (PaymentType.ONE_TIME, PaymentType.RECURRING):
@@ -77,8 +90,6 @@ def validate_create(cmd: CreatePaymentCommand, *, max_amount_cents: int) -> None
     for name, limit in _LENGTHS:
         if len(getattr(cmd, name)) > limit:
             raise ValidationError(f"{name} must be at most {limit} characters")
-    if not cmd.currency.isascii() or not cmd.currency.isalpha():
-        raise ValidationError("currency must be 3 letters")
     if cmd.amount_cents > max_amount_cents:
         raise ValidationError(f"amount_cents must be <= {max_amount_cents}")
     _check_url("status_callback_url", cmd.status_callback_url)

@@ -34,7 +34,23 @@ class ProviderType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     PROVIDER_TYPE_UNSPECIFIED: _ClassVar[ProviderType]
     PROVIDER_TYPE_STRIPE: _ClassVar[ProviderType]
+    PROVIDER_TYPE_STELLAR: _ClassVar[ProviderType]
     PROVIDER_TYPE_SANDBOX: _ClassVar[ProviderType]
+
+class CallbackDeliveryStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CALLBACK_DELIVERY_STATUS_UNSPECIFIED: _ClassVar[CallbackDeliveryStatus]
+    CALLBACK_DELIVERY_STATUS_PENDING: _ClassVar[CallbackDeliveryStatus]
+    CALLBACK_DELIVERY_STATUS_SUCCESS: _ClassVar[CallbackDeliveryStatus]
+    CALLBACK_DELIVERY_STATUS_FAILED: _ClassVar[CallbackDeliveryStatus]
+
+class RefundStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    REFUND_STATUS_UNSPECIFIED: _ClassVar[RefundStatus]
+    REFUND_STATUS_PENDING: _ClassVar[RefundStatus]
+    REFUND_STATUS_SUCCEEDED: _ClassVar[RefundStatus]
+    REFUND_STATUS_FAILED: _ClassVar[RefundStatus]
+    REFUND_STATUS_CANCELED: _ClassVar[RefundStatus]
 PAYMENT_STATUS_UNSPECIFIED: PaymentStatus
 PAYMENT_STATUS_CREATED: PaymentStatus
 PAYMENT_STATUS_PENDING: PaymentStatus
@@ -51,7 +67,17 @@ PAYMENT_TYPE_ONE_TIME: PaymentType
 PAYMENT_TYPE_RECURRING: PaymentType
 PROVIDER_TYPE_UNSPECIFIED: ProviderType
 PROVIDER_TYPE_STRIPE: ProviderType
+PROVIDER_TYPE_STELLAR: ProviderType
 PROVIDER_TYPE_SANDBOX: ProviderType
+CALLBACK_DELIVERY_STATUS_UNSPECIFIED: CallbackDeliveryStatus
+CALLBACK_DELIVERY_STATUS_PENDING: CallbackDeliveryStatus
+CALLBACK_DELIVERY_STATUS_SUCCESS: CallbackDeliveryStatus
+CALLBACK_DELIVERY_STATUS_FAILED: CallbackDeliveryStatus
+REFUND_STATUS_UNSPECIFIED: RefundStatus
+REFUND_STATUS_PENDING: RefundStatus
+REFUND_STATUS_SUCCEEDED: RefundStatus
+REFUND_STATUS_FAILED: RefundStatus
+REFUND_STATUS_CANCELED: RefundStatus
 
 class HealthRequest(_message.Message):
     __slots__ = ()
@@ -64,7 +90,7 @@ class HealthResponse(_message.Message):
     def __init__(self, status: _Optional[str] = ...) -> None: ...
 
 class Payment(_message.Message):
-    __slots__ = ("id", "request_id", "caller_service", "resource_type", "resource_id", "customer_ref", "amount_cents", "currency", "status", "payment_method", "payment_type", "provider", "recurring_interval", "recurring_interval_count", "provider_payment_id", "provider_subscription_id", "checkout_url", "provider_callback_hash", "provider_callback_url", "status_callback_url", "refunded_cents", "refundable_cents", "metadata", "created_at", "updated_at", "cancel_reason", "failure_reason", "attention_required")
+    __slots__ = ("id", "request_id", "caller_service", "resource_type", "resource_id", "customer_ref", "amount_cents", "currency", "status", "payment_method", "payment_type", "provider", "recurring_interval", "recurring_interval_count", "provider_payment_id", "provider_subscription_id", "checkout_url", "provider_callback_hash", "provider_callback_url", "status_callback_url", "refunded_cents", "refundable_cents", "metadata", "created_at", "updated_at", "cancel_reason", "failure_reason", "attention_required", "callback_delivery", "received_cents", "stellar_instructions")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -100,6 +126,9 @@ class Payment(_message.Message):
     CANCEL_REASON_FIELD_NUMBER: _ClassVar[int]
     FAILURE_REASON_FIELD_NUMBER: _ClassVar[int]
     ATTENTION_REQUIRED_FIELD_NUMBER: _ClassVar[int]
+    CALLBACK_DELIVERY_FIELD_NUMBER: _ClassVar[int]
+    RECEIVED_CENTS_FIELD_NUMBER: _ClassVar[int]
+    STELLAR_INSTRUCTIONS_FIELD_NUMBER: _ClassVar[int]
     id: int
     request_id: str
     caller_service: str
@@ -128,7 +157,44 @@ class Payment(_message.Message):
     cancel_reason: str
     failure_reason: str
     attention_required: bool
-    def __init__(self, id: _Optional[int] = ..., request_id: _Optional[str] = ..., caller_service: _Optional[str] = ..., resource_type: _Optional[str] = ..., resource_id: _Optional[str] = ..., customer_ref: _Optional[str] = ..., amount_cents: _Optional[int] = ..., currency: _Optional[str] = ..., status: _Optional[_Union[PaymentStatus, str]] = ..., payment_method: _Optional[_Union[PaymentMethod, str]] = ..., payment_type: _Optional[_Union[PaymentType, str]] = ..., provider: _Optional[_Union[ProviderType, str]] = ..., recurring_interval: _Optional[str] = ..., recurring_interval_count: _Optional[int] = ..., provider_payment_id: _Optional[str] = ..., provider_subscription_id: _Optional[str] = ..., checkout_url: _Optional[str] = ..., provider_callback_hash: _Optional[str] = ..., provider_callback_url: _Optional[str] = ..., status_callback_url: _Optional[str] = ..., refunded_cents: _Optional[int] = ..., refundable_cents: _Optional[int] = ..., metadata: _Optional[_Mapping[str, str]] = ..., created_at: _Optional[str] = ..., updated_at: _Optional[str] = ..., cancel_reason: _Optional[str] = ..., failure_reason: _Optional[str] = ..., attention_required: _Optional[bool] = ...) -> None: ...
+    callback_delivery: CallbackDelivery
+    received_cents: int
+    stellar_instructions: StellarPaymentInstructions
+    def __init__(self, id: _Optional[int] = ..., request_id: _Optional[str] = ..., caller_service: _Optional[str] = ..., resource_type: _Optional[str] = ..., resource_id: _Optional[str] = ..., customer_ref: _Optional[str] = ..., amount_cents: _Optional[int] = ..., currency: _Optional[str] = ..., status: _Optional[_Union[PaymentStatus, str]] = ..., payment_method: _Optional[_Union[PaymentMethod, str]] = ..., payment_type: _Optional[_Union[PaymentType, str]] = ..., provider: _Optional[_Union[ProviderType, str]] = ..., recurring_interval: _Optional[str] = ..., recurring_interval_count: _Optional[int] = ..., provider_payment_id: _Optional[str] = ..., provider_subscription_id: _Optional[str] = ..., checkout_url: _Optional[str] = ..., provider_callback_hash: _Optional[str] = ..., provider_callback_url: _Optional[str] = ..., status_callback_url: _Optional[str] = ..., refunded_cents: _Optional[int] = ..., refundable_cents: _Optional[int] = ..., metadata: _Optional[_Mapping[str, str]] = ..., created_at: _Optional[str] = ..., updated_at: _Optional[str] = ..., cancel_reason: _Optional[str] = ..., failure_reason: _Optional[str] = ..., attention_required: _Optional[bool] = ..., callback_delivery: _Optional[_Union[CallbackDelivery, _Mapping]] = ..., received_cents: _Optional[int] = ..., stellar_instructions: _Optional[_Union[StellarPaymentInstructions, _Mapping]] = ...) -> None: ...
+
+class StellarPaymentInstructions(_message.Message):
+    __slots__ = ("destination", "asset_code", "asset_issuer", "amount", "memo", "memo_type")
+    DESTINATION_FIELD_NUMBER: _ClassVar[int]
+    ASSET_CODE_FIELD_NUMBER: _ClassVar[int]
+    ASSET_ISSUER_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    MEMO_FIELD_NUMBER: _ClassVar[int]
+    MEMO_TYPE_FIELD_NUMBER: _ClassVar[int]
+    destination: str
+    asset_code: str
+    asset_issuer: str
+    amount: str
+    memo: str
+    memo_type: str
+    def __init__(self, destination: _Optional[str] = ..., asset_code: _Optional[str] = ..., asset_issuer: _Optional[str] = ..., amount: _Optional[str] = ..., memo: _Optional[str] = ..., memo_type: _Optional[str] = ...) -> None: ...
+
+class CallbackDelivery(_message.Message):
+    __slots__ = ("delivery_id", "status", "attempts", "next_attempt_at", "last_error", "last_status_code", "event_type")
+    DELIVERY_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_ATTEMPT_AT_FIELD_NUMBER: _ClassVar[int]
+    LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
+    LAST_STATUS_CODE_FIELD_NUMBER: _ClassVar[int]
+    EVENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    delivery_id: str
+    status: CallbackDeliveryStatus
+    attempts: int
+    next_attempt_at: str
+    last_error: str
+    last_status_code: int
+    event_type: str
+    def __init__(self, delivery_id: _Optional[str] = ..., status: _Optional[_Union[CallbackDeliveryStatus, str]] = ..., attempts: _Optional[int] = ..., next_attempt_at: _Optional[str] = ..., last_error: _Optional[str] = ..., last_status_code: _Optional[int] = ..., event_type: _Optional[str] = ...) -> None: ...
 
 class CreatePaymentRequest(_message.Message):
     __slots__ = ("request_id", "caller_service", "resource_type", "resource_id", "customer_ref", "amount_cents", "currency", "payment_method", "payment_type", "provider", "recurring_interval", "recurring_interval_count", "status_callback_url", "success_url", "cancel_url", "metadata")
@@ -286,3 +352,53 @@ class ListPaymentEventsResponse(_message.Message):
     EVENTS_FIELD_NUMBER: _ClassVar[int]
     events: _containers.RepeatedCompositeFieldContainer[PaymentEvent]
     def __init__(self, events: _Optional[_Iterable[_Union[PaymentEvent, _Mapping]]] = ...) -> None: ...
+
+class ReplayCallbackRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    def __init__(self, id: _Optional[int] = ...) -> None: ...
+
+class RefundPaymentRequest(_message.Message):
+    __slots__ = ("id", "request_id", "amount_cents", "reason")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_CENTS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    request_id: str
+    amount_cents: int
+    reason: str
+    def __init__(self, id: _Optional[int] = ..., request_id: _Optional[str] = ..., amount_cents: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class Refund(_message.Message):
+    __slots__ = ("id", "payment_id", "request_id", "amount_cents", "status", "reason", "provider_refund_id", "failure_reason", "created_at", "updated_at")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    PAYMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_CENTS_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_REFUND_ID_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_REASON_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    payment_id: int
+    request_id: str
+    amount_cents: int
+    status: RefundStatus
+    reason: str
+    provider_refund_id: str
+    failure_reason: str
+    created_at: str
+    updated_at: str
+    def __init__(self, id: _Optional[int] = ..., payment_id: _Optional[int] = ..., request_id: _Optional[str] = ..., amount_cents: _Optional[int] = ..., status: _Optional[_Union[RefundStatus, str]] = ..., reason: _Optional[str] = ..., provider_refund_id: _Optional[str] = ..., failure_reason: _Optional[str] = ..., created_at: _Optional[str] = ..., updated_at: _Optional[str] = ...) -> None: ...
+
+class RefundPaymentResponse(_message.Message):
+    __slots__ = ("payment", "refund")
+    PAYMENT_FIELD_NUMBER: _ClassVar[int]
+    REFUND_FIELD_NUMBER: _ClassVar[int]
+    payment: Payment
+    refund: Refund
+    def __init__(self, payment: _Optional[_Union[Payment, _Mapping]] = ..., refund: _Optional[_Union[Refund, _Mapping]] = ...) -> None: ...

@@ -69,6 +69,16 @@ class PaymentsServiceStub:
                 request_serializer=payments__pb2.ListPaymentEventsRequest.SerializeToString,
                 response_deserializer=payments__pb2.ListPaymentEventsResponse.FromString,
                 _registered_method=True)
+        self.ReplayCallback = channel.unary_unary(
+                '/payments.PaymentsService/ReplayCallback',
+                request_serializer=payments__pb2.ReplayCallbackRequest.SerializeToString,
+                response_deserializer=payments__pb2.PaymentEnvelopeResponse.FromString,
+                _registered_method=True)
+        self.RefundPayment = channel.unary_unary(
+                '/payments.PaymentsService/RefundPayment',
+                request_serializer=payments__pb2.RefundPaymentRequest.SerializeToString,
+                response_deserializer=payments__pb2.RefundPaymentResponse.FromString,
+                _registered_method=True)
 
 
 class PaymentsServiceServicer:
@@ -116,6 +126,20 @@ class PaymentsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReplayCallback(self, request, context):
+        """Queues a new status callback (a new delivery id) with the payment's current status.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RefundPayment(self, request, context):
+        """Refunds a paid payment, fully or in part, at its provider.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PaymentsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -153,6 +177,16 @@ def add_PaymentsServiceServicer_to_server(servicer, server):
                     servicer.ListPaymentEvents,
                     request_deserializer=payments__pb2.ListPaymentEventsRequest.FromString,
                     response_serializer=payments__pb2.ListPaymentEventsResponse.SerializeToString,
+            ),
+            'ReplayCallback': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReplayCallback,
+                    request_deserializer=payments__pb2.ReplayCallbackRequest.FromString,
+                    response_serializer=payments__pb2.PaymentEnvelopeResponse.SerializeToString,
+            ),
+            'RefundPayment': grpc.unary_unary_rpc_method_handler(
+                    servicer.RefundPayment,
+                    request_deserializer=payments__pb2.RefundPaymentRequest.FromString,
+                    response_serializer=payments__pb2.RefundPaymentResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -344,6 +378,60 @@ class PaymentsService:
             '/payments.PaymentsService/ListPaymentEvents',
             payments__pb2.ListPaymentEventsRequest.SerializeToString,
             payments__pb2.ListPaymentEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReplayCallback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/payments.PaymentsService/ReplayCallback',
+            payments__pb2.ReplayCallbackRequest.SerializeToString,
+            payments__pb2.PaymentEnvelopeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RefundPayment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/payments.PaymentsService/RefundPayment',
+            payments__pb2.RefundPaymentRequest.SerializeToString,
+            payments__pb2.RefundPaymentResponse.FromString,
             options,
             channel_credentials,
             insecure,

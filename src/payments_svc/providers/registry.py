@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..domain.enums import ProviderType
 from ..domain.errors import ValidationError
-from .base import Provider
+from .base import ClosableProvider, Provider
 
 
 class ProviderRegistry:
@@ -22,6 +22,11 @@ class ProviderRegistry:
             raise ValidationError("provider is not supported")
         return provider
 
+    def find(self, code: int) -> Provider | None:
+        """Like resolve, but None for an unknown or disabled provider (validation says which)."""
+        provider_type = self.default if code == ProviderType.UNSPECIFIED else ProviderType._value2member_map_.get(code)
+        return self._by_type.get(provider_type)
+
     def get(self, provider_type: ProviderType) -> Provider:
         return self.resolve(int(provider_type))
 
@@ -36,3 +41,8 @@ class ProviderRegistry:
     @property
     def enabled(self) -> list[ProviderType]:
         return list(self._by_type)
+
+    async def close(self) -> None:
+        for provider in self._by_type.values():
+            if isinstance(provider, ClosableProvider):
+                await provider.close()

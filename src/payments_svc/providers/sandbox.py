@@ -13,8 +13,10 @@ import uuid
 
 from ..domain.enums import PaymentStatus, ProviderType
 from ..domain.errors import CallbackRejectedError
-from ..domain.payment import Payment
-from .base import CancelOutcome, Checkout, ProviderEvent
+from ..domain.payment import CreatePaymentCommand, Payment
+from ..domain.refund import Refund, RefundStatus
+from ..domain.validation import check_iso_currency
+from .base import CancelOutcome, Checkout, ProviderEvent, RefundSnapshot
 
 SIGNATURE_TOLERANCE_SECONDS = 300
 OUTCOMES = {"pay": ("payment.succeeded", PaymentStatus.PAID), "decline": ("payment.failed", PaymentStatus.FAILED)}
@@ -52,6 +54,9 @@ class SandboxProvider:
         self._secret = webhook_secret
         self._delay = delay_ms / 1000
 
+    def validate(self, command: CreatePaymentCommand) -> None:
+        check_iso_currency(command)
+
     async def create_checkout(self, payment: Payment, idempotency_key: str) -> Checkout:
         if self._delay:
             await asyncio.sleep(self._delay)  # stands in for a slow provider (benchmarks)
@@ -64,6 +69,17 @@ class SandboxProvider:
 
     async def cancel(self, payment: Payment, idempotency_key: str) -> CancelOutcome:
         return CancelOutcome.CANCELED  # nothing at the sandbox can be paid once we stop showing the page
+
+    async def fetch_status(self, payment: Payment) -> PaymentStatus | None:
+        return None  # the sandbox keeps no state: its outcomes exist only as the webhooks its page sends
+
+    async def refund(self, payment: Payment, refund: Refund, idempotency_key: str) -> RefundSnapshot:
+        # No money moves here: the refund succeeds at once, under an id a retry gets again.
+        refund_id = "sbx_re_" + hashlib.sha256(idempotency_key.encode()).hexdigest()[:24]
+        return RefundSnapshot(refund_id, refund.amount_cents, RefundStatus.SUCCEEDED, refund_id=refund.id)
+
+    async def fetch_refunds(self, object_id: str) -> list[RefundSnapshot]:
+        return []  # sandbox events never report refunds
 
     def build_event(self, payment: Payment, action: str) -> tuple[bytes, str]:
         """The webhook the sandbox sends when the customer presses a button: (body, signature)."""

@@ -15,6 +15,8 @@ from ..db.tables import payments
 from ..domain.enums import PaymentMethod, PaymentStatus, PaymentType, ProviderType
 from ..domain.payment import ListPaymentsQuery, Payment
 
+MAX_ROW_ID = 2**63 - 1
+
 
 class DuplicatePaymentKey(Exception):
     """The (caller_service, request_id) key, or the callback hash, is taken."""
@@ -48,6 +50,7 @@ def _to_payment(row: Any) -> Payment:
         cancel_url=m["cancel_url"],
         refunded_cents=m["refunded_cents"],
         refundable_cents=m["refundable_cents"],
+        received_cents=m["received_cents"],
         metadata=json.loads(m["metadata_json"]),
         cancel_reason=m["cancel_reason"],
         failure_reason=m["failure_reason"],
@@ -75,6 +78,8 @@ class PaymentRepository:
         return _to_payment_from_values(payment_id, values)
 
     async def get(self, payment_id: int, *, for_update: bool = False) -> Payment | None:
+        if payment_id > MAX_ROW_ID:
+            return None  # a valid uint64 no row can have (and SQLite could not even bind)
         stmt = sa.select(payments).where(payments.c.id == payment_id)
         if for_update and self.conn.dialect.name == "mysql":
             stmt = stmt.with_for_update()

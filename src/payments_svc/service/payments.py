@@ -14,12 +14,12 @@ from datetime import timedelta
 import structlog
 
 from ..auth.caller import Caller
+from ..callback_policy import callback_url_problem
 from ..clock import utcnow
 from ..config import Settings
 from ..db.engine import Database
-from ..domain.enums import CallbackStatus, PaymentStatus, PaymentType
+from ..domain.enums import PaymentStatus, PaymentType
 from ..domain.errors import (
-    CallbackRejectedError,
     ErrorKind,
     IdempotencyInProgressError,
     IdempotencyKeyReusedError,
@@ -31,13 +31,21 @@ from ..domain.errors import (
     ValidationError,
 )
 from ..domain.payment import CreatePaymentCommand, ListPaymentsQuery, Payment, PaymentEvent, ProviderCallback
+from ..domain.refund import RefundCommand
 from ..domain.transitions import can_transition
-from ..domain.validation import validate_cancel_reason, validate_create, validate_list, validate_payment_id
-from ..providers.base import CancelOutcome, Checkout, Provider, ProviderEvent, provider_idempotency_key
+from ..domain.validation import (
+    check_iso_currency,
+    validate_cancel_reason,
+    validate_create,
+    validate_list,
+    validate_payment_id,
+)
+from ..providers.base import CancelOutcome, Checkout, Provider, provider_idempotency_key
 from ..providers.registry import ProviderRegistry
-from ..repository.callbacks import CallbackLogRepository, DuplicateProviderEvent
 from ..repository.events import EventRepository
 from ..repository.payments import DuplicatePaymentKey, PaymentRepository
+from .provider_events import ProviderCallbacks
+from .refunds import RefundResult, RefundService, validate_refund
 from .status_changes import ConcurrentUpdate, StatusChange, apply_status_change
 
 log = structlog.get_logger("payments.service")
@@ -57,12 +65,19 @@ class PaymentService:
         self.db = db
         self.providers = providers
         self.settings = settings
+        self.callbacks = ProviderCallbacks(self)
+        self.refunds = RefundService(self)
 
     # ---- create -------------------------------------------------------------
 
     async def create_payment(self, caller: Caller, command: CreatePaymentCommand) -> CreateResult:
         cmd = command.normalized()
-        validate_create(cmd, max_amount_cents=self.settings.max_amount_cents)
+        chosen = self.providers.find(cmd.provider)  # None: validation, then resolve() below, say why
+        validate_create(cmd, max_amount_cents=self.settings.max_amount_cents,
+                        provider_checks=chosen.validate if chosen else check_iso_currency)
+        problem = callback_url_problem(cmd.status_callback_url, self.settings.callback_allowed_hosts)
+        if problem is not None:
+            raise ValidationError(problem)
         if not caller.may_act_for(cmd.caller_service):
             raise PermissionDeniedError(f"this api key may not act for caller_service {cmd.caller_service!r}")
         provider = self.providers.resolve(cmd.provider)
@@ -90,7 +105,7 @@ class PaymentService:
                 raise ServiceUnavailableError("could not reserve the payment; retry with the same request_id") from None
             return await self._resume(existing, fingerprint)
         # Phase 2, outside any transaction.
-        return CreateResult(await self._call_provider_create(payment, provider), replayed=False)
+        return CreateResult(await self.call_provider_create(payment, provider), replayed=False)
 
     def _new_payment(self, cmd: CreatePaymentCommand, provider: Provider, fingerprint: str, now) -> dict:
         callback_hash = str(uuid.uuid4())
@@ -120,6 +135,7 @@ class PaymentService:
             cancel_url=cmd.cancel_url or None,
             refunded_cents=0,
             refundable_cents=cmd.amount_cents,
+            received_cents=0,
             metadata=cmd.metadata,
             cancel_reason=None,
             failure_reason=None,
@@ -143,7 +159,7 @@ class PaymentService:
         payment = await self.claim_unfinished_create(existing)
         if payment is None:
             raise IdempotencyInProgressError()
-        return CreateResult(await self._call_provider_create(payment, self.providers.get(payment.provider)), replayed=True)
+        return CreateResult(await self.call_provider_create(payment, self.providers.get(payment.provider)), replayed=True)
 
     async def claim_unfinished_create(self, payment: Payment) -> Payment | None:
         """Takes over a CREATED payment whose create lease ran out (its creator crashed
@@ -158,7 +174,7 @@ class PaymentService:
             return None
         return dataclasses.replace(payment, create_lease_until=lease_until, updated_at=now)
 
-    async def _call_provider_create(self, payment: Payment, provider: Provider) -> Payment:
+    async def call_provider_create(self, payment: Payment, provider: Provider) -> Payment:
         key = provider_idempotency_key(payment.caller_service, payment.request_id, "create")
         try:
             async with asyncio.timeout(self.settings.provider_timeout_seconds):
@@ -188,10 +204,10 @@ class PaymentService:
                 return None  # ended while the provider was called (canceled): handled below
             return change
 
-        current = await self._change_status(payment.id, decide)
+        current = await self.change_status(payment.id, decide)
         if current.status.is_terminal and current.provider_payment_id is None:
             # Canceled while we were creating: keep the provider ids, and stop the object at the provider.
-            current = await self._change_status(
+            current = await self.change_status(
                 payment.id, lambda p: StatusChange(p.status, "checkout_created_after_end", values=values)
             )
             await self._cancel_at_provider(current, provider)
@@ -199,7 +215,7 @@ class PaymentService:
 
     async def _fail_create(self, payment: Payment, exc: ProviderError) -> None:
         values = dict(failure_reason=exc.message[:1024], create_error_code=exc.kind.value, create_lease_until=None)
-        await self._change_status(
+        await self.change_status(
             payment.id,
             lambda p: StatusChange(PaymentStatus.FAILED, "provider_rejected", values=values, message=exc.message, announce=False)
             if p.status == PaymentStatus.CREATED else None,
@@ -262,7 +278,7 @@ class PaymentService:
         if payment.provider_payment_id is not None:
             outcome = await self._cancel_at_provider(payment, self.providers.get(payment.provider))
             if outcome == CancelOutcome.ALREADY_PAID:
-                await self._change_status(
+                await self.change_status(
                     payment.id,
                     lambda p: StatusChange(PaymentStatus.PAID, "provider_reported_paid", message="provider reported the payment paid when asked to cancel"),
                 )
@@ -276,7 +292,7 @@ class PaymentService:
                 return StatusChange(None, "cancel_rejected", message=f"cancel refused: payment is {current.status.name}")
             return StatusChange(PaymentStatus.CANCELED, "payment_canceled", values={"cancel_reason": reason or None}, message=reason or None)
 
-        result = await self._change_status(payment.id, decide)
+        result = await self.change_status(payment.id, decide)
         if result.status != PaymentStatus.CANCELED:
             _check_cancelable(result)  # raises: it ended otherwise meanwhile
         return result
@@ -296,61 +312,24 @@ class PaymentService:
     # ---- provider callbacks ------------------------------------------------
 
     async def handle_provider_callback(self, callback: ProviderCallback) -> None:
-        for value, message in (
-            (callback.request_id, "request_id is required"),
-            (callback.provider, "provider is required"),
-            (callback.callback_hash, "callback hash is required"),
-            (callback.signature, "provider signature is required"),
-            (callback.payload, "payload is required"),
-        ):
-            if not value.strip() if isinstance(value, str) else not value:
-                raise ValidationError(message)
-        provider = self.providers.by_name(callback.provider)
-        payload_text = callback.payload.decode("utf-8", errors="replace")
-        record = dict(provider=provider.type.code, callback_hash=callback.callback_hash.strip(),
-                      signature=callback.signature, payload=payload_text)
-        try:
-            event = provider.parse_callback(callback.payload, callback.signature)
-        except CallbackRejectedError as exc:
-            await self._record_callback(**record, status=CallbackStatus.REJECTED,
-                                        error=f"provider callback validation failed: {exc.reason}")
-            raise
-        async with self.db.read() as conn:
-            payment = await PaymentRepository(conn).find_by_callback_hash(provider.type, record["callback_hash"])
-        if payment is None:
-            await self._record_callback(**record, status=CallbackStatus.REJECTED, provider_event_id=event.event_id,
-                                        error="payment not found for callback hash")
-            raise NotFoundError()
+        """A webhook at the per-payment URL (provider_events.py)."""
+        await self.callbacks.handle(callback)
 
-        # The dedup row, the status change and its event commit together or not at all.
-        for _ in range(MAX_CHANGE_ATTEMPTS):
-            now = utcnow()
-            try:
-                async with self.db.transaction() as conn:
-                    await CallbackLogRepository(conn).record(
-                        **record, status=CallbackStatus.PROCESSED, now=now, payment_id=payment.id,
-                        provider_event_id=event.event_id, dedup_key=event.event_id,
-                    )
-                    current = await PaymentRepository(conn).get(payment.id, for_update=True)
-                    updated = await apply_status_change(conn, current, _event_change(event, payload_text), now)
-                log.info("provider_callback_applied", payment_id=payment.id, event_type=event.event_type,
-                         old_status=current.status.name, new_status=updated.status.name)
-                return
-            except DuplicateProviderEvent:
-                await self._record_callback(**record, status=CallbackStatus.DUPLICATE, payment_id=payment.id,
-                                            provider_event_id=event.event_id, error="event already processed")
-                return
-            except ConcurrentUpdate:
-                continue
-        raise ServiceUnavailableError("payment is being updated concurrently; the provider should retry")
+    async def handle_account_callback(self, provider_name: str, payload: bytes, signature: str) -> None:
+        """A webhook at a provider's account-level endpoint, e.g. Stripe's /webhooks/stripe."""
+        await self.callbacks.handle_account(provider_name, payload, signature)
 
-    async def _record_callback(self, *, status: CallbackStatus, **fields) -> None:
-        async with self.db.transaction() as conn:
-            await CallbackLogRepository(conn).record(status=status, now=utcnow(), **fields)
+    # ---- refunds ------------------------------------------------------------
+
+    async def refund_payment(self, caller: Caller, command: RefundCommand) -> RefundResult:
+        validate_payment_id(command.payment_id)
+        validate_refund(command)
+        payment = await self.get_payment(caller, command.payment_id)
+        return await self.refunds.refund(payment, command)
 
     # ---- shared -------------------------------------------------------------
 
-    async def _change_status(self, payment_id: int, decide: Callable[[Payment], StatusChange | None]) -> Payment:
+    async def change_status(self, payment_id: int, decide: Callable[[Payment], StatusChange | None]) -> Payment:
         """Reads the payment, asks `decide` for a change and applies it; re-reads and
         decides again if another writer changed the status in between."""
         for _ in range(MAX_CHANGE_ATTEMPTS):
@@ -371,20 +350,3 @@ class PaymentService:
 def _check_cancelable(payment: Payment) -> None:
     if not can_transition(payment.status, PaymentStatus.CANCELED):
         raise InvalidTransitionError(f"invalid status: {payment.status.name.lower()} payments cannot be canceled")
-
-
-def _event_change(event: ProviderEvent, payload: str) -> StatusChange:
-    values = {}
-    if event.provider_payment_id:
-        values["provider_payment_id"] = event.provider_payment_id
-    if event.provider_subscription_id:
-        values["provider_subscription_id"] = event.provider_subscription_id
-    if event.failure_reason and event.status == PaymentStatus.FAILED:
-        values["failure_reason"] = event.failure_reason[:1024]
-    return StatusChange(
-        new_status=event.status,
-        event_type=event.event_type or "provider_callback",
-        values=values,
-        provider_event_id=event.event_id,
-        payload=payload,
-    )

@@ -27,6 +27,10 @@ class StatusChange:
     payload: str | None = None
     message: str | None = None
     announce: bool | None = None  # queue a status callback; default: when the new status is terminal
+    needs_attention: bool = False  # flag the event and the payment for an operator (e.g. money to return)
+    # The callback's type when one is announced; default payment.<status>. With no status
+    # change (a renewal, a refund), only `announce=True` queues one.
+    callback_type: str | None = None
 
 
 class ConcurrentUpdate(Exception):
@@ -41,7 +45,8 @@ async def apply_status_change(conn: AsyncConnection, payment: Payment, change: S
     repo, events = PaymentRepository(conn), EventRepository(conn)
 
     if old == new or not can_transition(old, new):
-        attention = is_paid_after_end(old, new)
+        paid_after_end = is_paid_after_end(old, new)
+        attention = paid_after_end or change.needs_attention
         # A refused change must not leave its side values behind (a late failure's
         # reason on a paid payment); only a same-status event updates other columns.
         values = dict(change.values) if old == new else {}
@@ -53,7 +58,7 @@ async def apply_status_change(conn: AsyncConnection, payment: Payment, change: S
                 raise ConcurrentUpdate()
         if old == new:
             message = change.message
-        elif attention:
+        elif paid_after_end:
             message = f"provider reports {new.name} but the payment is already {old.name}: money may have been taken, refund or reconcile by hand"
         else:
             message = f"ignored: {old.name} -> {new.name} is not an allowed transition"
@@ -68,9 +73,13 @@ async def apply_status_change(conn: AsyncConnection, payment: Payment, change: S
             message=message,
             payload=change.payload,
         )
+        if old == new and change.announce:
+            await _announce(conn, payment, old, change, now)
         return dataclasses.replace(payment, **values) if values else payment
 
     values = {"status": new, "updated_at": now, **change.values}
+    if change.needs_attention:
+        values["attention_required"] = True
     if not await repo.update_if_status(payment.id, old, values):
         raise ConcurrentUpdate()
     await events.add(
@@ -80,16 +89,21 @@ async def apply_status_change(conn: AsyncConnection, payment: Payment, change: S
         new_status=new,
         now=now,
         provider_event_id=change.provider_event_id,
+        needs_attention=change.needs_attention,
         message=change.message,
         payload=change.payload,
     )
     announce = new.is_terminal if change.announce is None else change.announce
     if announce:
-        await OutboxRepository(conn).enqueue(
-            payment_id=payment.id,
-            caller_service=payment.caller_service,
-            event_type="payment." + new.name.lower(),
-            payment_status=new,
-            now=now,
-        )
+        await _announce(conn, payment, new, change, now)
     return dataclasses.replace(payment, **values)
+
+
+async def _announce(conn: AsyncConnection, payment: Payment, status: PaymentStatus, change: StatusChange, now: datetime) -> None:
+    await OutboxRepository(conn).enqueue(
+        payment_id=payment.id,
+        caller_service=payment.caller_service,
+        event_type=change.callback_type or "payment." + status.name.lower(),
+        payment_status=status,
+        now=now,
+    )

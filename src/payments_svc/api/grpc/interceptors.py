@@ -4,6 +4,7 @@ grpc.health.v1 and reflection pass through untouched (probes need no key)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import grpc
@@ -70,6 +71,10 @@ class PaymentsInterceptor(grpc.aio.ServerInterceptor):
                         return await behavior(request, context)
                 except PaymentsError as exc:
                     code, message = GRPC_CODES[exc.kind], exc.message
+                except asyncio.CancelledError:
+                    # The client cancelled or its deadline passed: log that, not OK.
+                    code, message = grpc.StatusCode.CANCELLED, "cancelled by the client or its deadline"
+                    raise
                 except Exception:
                     log.exception("grpc_unhandled_error")
                     code, message = grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE

@@ -2,26 +2,37 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 
 from ...domain.enums import PaymentStatus, ProviderType
 from ...domain.errors import ValidationError
 from ...domain.payment import CreatePaymentCommand, ListPaymentsQuery, ProviderCallback
+from ...domain.refund import RefundCommand
 from ...gen import payments_pb2 as pb
 from ...gen import payments_pb2_grpc
+from ...service.callbacks import CallbackService
 from ...service.payments import PaymentService
 from ..errors import REPLAYED_HEADER
-from ..payment_fields import event_fields, payment_fields
+from ..payment_fields import event_fields, payment_fields, refund_fields
 from ..request_context import current_caller
 
 
-def _envelope(payment) -> pb.PaymentEnvelopeResponse:
-    return pb.PaymentEnvelopeResponse(payment=pb.Payment(**payment_fields(payment)))
+def _envelope(payment, delivery=None) -> pb.PaymentEnvelopeResponse:
+    return pb.PaymentEnvelopeResponse(payment=pb.Payment(**payment_fields(payment, delivery)))
+
+
+def _retrieve_exception(task: asyncio.Future) -> None:
+    """The caller may be gone: mark the outcome as seen so nothing is logged as never retrieved."""
+    if not task.cancelled():
+        task.exception()
 
 
 class PaymentsServicer(payments_pb2_grpc.PaymentsServiceServicer):
     def __init__(self, service: PaymentService):
         self._service = service
+        self._callbacks = CallbackService(service)
 
     async def Health(self, request, context):
         return pb.HealthResponse(status="ok")
@@ -45,13 +56,18 @@ class PaymentsServicer(payments_pb2_grpc.PaymentsServiceServicer):
             cancel_url=request.cancel_url,
             metadata=dict(request.metadata),
         )
-        result = await self._service.create_payment(current_caller.get(), command)
+        # A client that gives up (deadline, disconnect) must not abandon the create half way:
+        # the provider may already have been called, and the key would stay locked until the
+        # create lease ran out (ABORTED for every retry meanwhile). Finish it; the retry replays.
+        create = asyncio.ensure_future(self._service.create_payment(current_caller.get(), command))
+        create.add_done_callback(_retrieve_exception)
+        result = await asyncio.shield(create)
         if result.replayed:
             context.set_trailing_metadata(((REPLAYED_HEADER, "true"),))
         return _envelope(result.payment)
 
     async def GetPayment(self, request: pb.GetPaymentRequest, context):
-        return _envelope(await self._service.get_payment(current_caller.get(), request.id))
+        return _envelope(*await self._callbacks.get_payment_with_delivery(current_caller.get(), request.id))
 
     async def ListPayments(self, request: pb.ListPaymentsRequest, context):
         if request.provider != 0 and request.provider not in ProviderType._value2member_map_:
@@ -91,3 +107,15 @@ class PaymentsServicer(payments_pb2_grpc.PaymentsServiceServicer):
             current_caller.get(), request.id, limit=request.limit, after_event_id=request.after_event_id
         )
         return pb.ListPaymentEventsResponse(events=[pb.PaymentEvent(**event_fields(e)) for e in events])
+
+    async def ReplayCallback(self, request: pb.ReplayCallbackRequest, context):
+        return _envelope(*await self._callbacks.replay(current_caller.get(), request.id))
+
+    async def RefundPayment(self, request: pb.RefundPaymentRequest, context):
+        command = RefundCommand(payment_id=request.id, request_id=request.request_id.strip(),
+                                amount_cents=request.amount_cents, reason=request.reason.strip())
+        result = await self._service.refund_payment(current_caller.get(), command)
+        if result.replayed:
+            context.set_trailing_metadata(((REPLAYED_HEADER, "true"),))
+        return pb.RefundPaymentResponse(payment=pb.Payment(**payment_fields(result.payment)),
+                                        refund=pb.Refund(**refund_fields(result.refund)))

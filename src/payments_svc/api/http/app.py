@@ -13,6 +13,7 @@ from ...service.payments import PaymentService
 from .middleware import build_middlewares
 from .routes import Routes
 from .sandbox_page import SandboxPages
+from .stripe_routes import StripeRoutes
 
 
 def build_http_app(
@@ -27,4 +28,6 @@ def build_http_app(
     Routes(service, readiness).register(app)
     if ProviderType.SANDBOX in service.providers.enabled:
         SandboxPages(service, service.providers.get(ProviderType.SANDBOX)).register(app)
+    if ProviderType.STRIPE in service.providers.enabled:
+        StripeRoutes(service).register(app)
     return app

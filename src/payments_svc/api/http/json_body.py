@@ -43,6 +43,8 @@ CREATE_FIELDS: dict[str, Any] = {
 
 CANCEL_FIELDS: dict[str, Any] = {"reason": str}
 
+REFUND_FIELDS: dict[str, Any] = {"request_id": str, "amount_cents": INT64, "reason": str}
+
 
 def _camel(name: str) -> str:
     head, *rest = name.split("_")

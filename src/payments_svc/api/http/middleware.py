@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Awaitable
 
 import structlog
 from aiohttp import web
@@ -17,8 +18,12 @@ from ..request_context import current_caller
 
 log = structlog.get_logger("payments.http")
 
-# Probes and the customer-facing sandbox page are reached without our headers.
-OPEN_PREFIXES = ("/healthz", "/readyz", "/sandbox/")
+# Probes and the customer-facing pages (sandbox checkout, Stripe's return page) are
+# reached without our headers.
+OPEN_PREFIXES = ("/healthz", "/readyz", "/sandbox/", "/stripe/return")
+# Webhooks a provider calls directly: no X-Request-ID or API key, the provider's
+# signature is their authentication.
+SIGNED_PATHS = ("/webhooks/stripe",)
 
 
 def json_response(body: dict, status: int = 200, headers: dict | None = None) -> web.Response:
@@ -61,34 +66,47 @@ def build_middlewares(authenticator: Authenticator):
         if request.path.startswith(OPEN_PREFIXES):
             return await handler(request)
         started = time.perf_counter()
+        if request.path in SIGNED_PATHS:
+            response = await _mapped(handler(request))
+            _log_request(request, response, started)
+            return response
         request_id = request.headers.get("X-Request-ID", "").strip()
         if not request_id:
             return error_response("x-request-id header is required", 400)
         with structlog.contextvars.bound_contextvars(request_id=request_id):
-            response = await _authenticated(request, handler, authenticator)
+            response = await _mapped(_authenticated(request, handler, authenticator))
             response.headers["X-Request-ID"] = request_id
-            log.info(
-                "http_request",
-                method=request.method,
-                path=request.path,
-                status=response.status,
-                latency_ms=round((time.perf_counter() - started) * 1000, 3),
-                remote_ip=request.remote,
-            )
+            _log_request(request, response, started)
             return response
 
     return [request_id_and_auth]
 
 
+def _log_request(request: web.Request, response: web.StreamResponse, started: float) -> None:
+    log.info(
+        "http_request",
+        method=request.method,
+        path=request.path,
+        status=response.status,
+        latency_ms=round((time.perf_counter() - started) * 1000, 3),
+        remote_ip=request.remote,
+    )
+
+
 async def _authenticated(request: web.Request, handler, authenticator: Authenticator) -> web.StreamResponse:
+    api_key = request.headers.get("X-API-Key", "").strip()
+    if not api_key:
+        return error_response("missing x-api-key header", 401)
+    caller = await authenticator.authenticate(api_key)
+    current_caller.set(caller)
+    structlog.contextvars.bind_contextvars(caller=caller.service_name)
+    return await handler(request)
+
+
+async def _mapped(call: Awaitable[web.StreamResponse]) -> web.StreamResponse:
+    """The response, or the error it raised as the reference's JSON error answer."""
     try:
-        api_key = request.headers.get("X-API-Key", "").strip()
-        if not api_key:
-            return error_response("missing x-api-key header", 401)
-        caller = await authenticator.authenticate(api_key)
-        current_caller.set(caller)
-        structlog.contextvars.bind_contextvars(caller=caller.service_name)
-        return await handler(request)
+        return await call
     except PaymentsError as exc:
         return error_response(exc.message, HTTP_STATUSES[exc.kind])
     except RequestError as exc:

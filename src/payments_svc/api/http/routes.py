@@ -8,11 +8,13 @@ from aiohttp import web
 
 from ...domain.enums import PaymentStatus, ProviderType
 from ...domain.payment import CreatePaymentCommand, ListPaymentsQuery, ProviderCallback
+from ...domain.refund import RefundCommand
+from ...service.callbacks import CallbackService
 from ...service.payments import PaymentService
 from ..errors import REPLAYED_HEADER
-from ..payment_fields import event_fields, payment_fields
+from ..payment_fields import event_fields, payment_fields, refund_fields
 from ..request_context import current_caller
-from .json_body import CANCEL_FIELDS, CREATE_FIELDS, BodyError, decode_object
+from .json_body import CANCEL_FIELDS, CREATE_FIELDS, REFUND_FIELDS, BodyError, decode_object
 from .middleware import RequestError, json_response, read_body
 
 UINT64_MAX = 2**64 - 1
@@ -25,14 +27,24 @@ def _path_id(request: web.Request) -> int:
     return int(raw)
 
 
-def _query_int(request: web.Request, name: str, default: int) -> int:
+INT32 = (-(2**31), 2**31 - 1)
+INT64 = (-(2**63), 2**63 - 1)
+
+
+def _query_int(request: web.Request, name: str, default: int, bounds: tuple[int, int] = INT32) -> int:
+    """A base-10 integer of the field's width (the reference's fields are int32); a
+    value that does not fit is a parse error, never a number the database chokes on."""
     raw = request.query.get(name, "").strip()
     if not raw:
         return default
     try:
-        return int(raw, 10)
+        value = int(raw, 10)
     except ValueError:
         raise RequestError("invalid request") from None
+    # Python's int() also takes "1_000" and non-ASCII digits; Go's ParseInt does not.
+    if not raw.isascii() or "_" in raw or not bounds[0] <= value <= bounds[1]:
+        raise RequestError("invalid request")
+    return value
 
 
 def _is_json(request: web.Request) -> bool:
@@ -59,6 +71,7 @@ async def _json_fields(request: web.Request, fields: dict, error: str) -> dict:
 class Routes:
     def __init__(self, service: PaymentService, readiness):
         self.service = service
+        self.callbacks = CallbackService(service)
         self.readiness = readiness
 
     def register(self, app: web.Application) -> None:
@@ -69,7 +82,9 @@ class Routes:
         app.router.add_get("/payments", self.list)
         app.router.add_get("/payments/{id}", self.get)
         app.router.add_post("/payments/{id}/cancel", self.cancel)
+        app.router.add_post("/payments/{id}/refund", self.refund)
         app.router.add_get("/payments/{id}/events", self.events)
+        app.router.add_post("/payments/{id}/callbacks/replay", self.replay_callback)
         app.router.add_post("/webhooks/providers/{provider}/{hash}", self.provider_callback)
 
     async def health(self, request):
@@ -111,8 +126,22 @@ class Routes:
         return json_response({"payment": payment_fields(result.payment)}, 201, headers)
 
     async def get(self, request: web.Request):
-        payment = await self.service.get_payment(current_caller.get(), _path_id(request))
-        return json_response({"payment": payment_fields(payment)})
+        payment, delivery = await self.callbacks.get_payment_with_delivery(current_caller.get(), _path_id(request))
+        return json_response({"payment": payment_fields(payment, delivery)})
+
+    async def refund(self, request: web.Request):
+        payment_id = _path_id(request)
+        fields = await _json_fields(request, REFUND_FIELDS, "invalid request body")
+        request_id = fields.get("request_id", "").strip() or request.headers.get("X-Request-ID", "").strip()  # as create
+        command = RefundCommand(payment_id=payment_id, request_id=request_id, amount_cents=fields.get("amount_cents", 0),
+                                reason=fields.get("reason", "").strip())
+        result = await self.service.refund_payment(current_caller.get(), command)
+        headers = {REPLAYED_HEADER: "true"} if result.replayed else None
+        return json_response({"payment": payment_fields(result.payment), "refund": refund_fields(result.refund)}, 200, headers)
+
+    async def replay_callback(self, request: web.Request):
+        payment, delivery = await self.callbacks.replay(current_caller.get(), _path_id(request))
+        return json_response({"payment": payment_fields(payment, delivery)}, 202)  # queued, not yet delivered
 
     async def list(self, request: web.Request):
         q = request.query
@@ -160,7 +189,7 @@ class Routes:
             current_caller.get(),
             _path_id(request),
             limit=_query_int(request, "limit", 0),
-            after_event_id=_query_int(request, "after_event_id", 0),
+            after_event_id=_query_int(request, "after_event_id", 0, INT64),
         )
         return json_response({"events": [event_fields(e) for e in events]})
 

@@ -1,0 +1,195 @@
+"""`payments-svc callbacks dispatch`: delivers the status callback outbox.
+
+A batch claims due rows with a lease (one short transaction), POSTs them outside any
+transaction with bounded concurrency, then records each outcome only if the lease is
+still its own. A dispatcher that dies mid-batch loses nothing: its rows are due again
+when the lease ends, with the same delivery id (the webhook-id receivers dedupe on).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from datetime import timedelta
+
+import aiohttp
+import structlog
+
+from ..api.payment_fields import payment_fields
+from ..callback_policy import callback_url_problem, retry_after_seconds, retry_delay
+from ..clock import rfc3339, utcnow
+from ..config import Settings
+from ..db.engine import Database
+from ..domain.enums import DeliveryStatus
+from ..domain.payment import Payment
+from ..repository.deliveries import CallbackDelivery, DeliveryRepository, Outcome
+from ..repository.events import EventRepository
+from ..repository.payments import PaymentRepository
+from ..repository.signing_secrets import SigningSecretExists, SigningSecretRepository
+from ..webhooks_signing import signature_header
+from .runner import BatchResult, ItemResult, claim_transaction, lease_seconds, run_items, settle
+
+log = structlog.get_logger("payments.jobs.dispatch")
+
+USER_AGENT = "payments-svc-webhooks/1"
+
+
+class CallbackDispatcher:
+    name = "callbacks_dispatch"
+
+    def __init__(self, db: Database, settings: Settings):
+        self.db = db
+        self.settings = settings
+        self.batch_size = settings.job_batch_size
+        self._http: aiohttp.ClientSession | None = None
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.close()
+
+    def _session(self) -> aiohttp.ClientSession:
+        if self._http is None:
+            self._http = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.settings.callback_http_timeout_seconds),
+                connector=aiohttp.TCPConnector(limit=self.settings.job_concurrency),
+                cookie_jar=aiohttp.DummyCookieJar(),  # one receiver's cookies must not reach another
+                headers={"User-Agent": USER_AGENT},
+            )
+        return self._http
+
+    async def run_batch(self, stop: asyncio.Event) -> BatchResult:
+        s = self.settings
+        lease = lease_seconds(s.callback_http_timeout_seconds, self.batch_size, s.job_concurrency)
+        owner = uuid.uuid4().hex
+        now, claimed_at = utcnow(), time.monotonic()
+        async with claim_transaction(self.db) as conn:
+            deliveries = await DeliveryRepository(conn).claim_due(
+                now=now, limit=self.batch_size, owner=owner, lease_until=now + timedelta(seconds=lease)
+            )
+        if not deliveries:
+            return BatchResult()
+        async with self.db.read() as conn:
+            payments = {d.payment_id: await PaymentRepository(conn).get(d.payment_id) for d in deliveries}
+            secrets = await SigningSecretRepository(conn).active({d.caller_service for d in deliveries}, now)
+        for service, secret in s.callback_signing_secrets:
+            secrets.setdefault(service, []).append(secret)
+        for service in {d.caller_service for d in deliveries} - set(secrets):
+            secrets[service] = await self._first_secret(service, now)
+
+        async def handle(delivery: CallbackDelivery) -> ItemResult:
+            payment = payments[delivery.payment_id]
+            outcome = await self._attempt(delivery, payment, list(dict.fromkeys(secrets.get(delivery.caller_service, []))))
+            await self._record(delivery, payment, owner, outcome)
+            return ItemResult.DONE if outcome.status == DeliveryStatus.SUCCESS else ItemResult.FAILED
+
+        async def release(unstarted: list[CallbackDelivery]) -> None:
+            async with self.db.transaction() as conn:
+                await DeliveryRepository(conn).release([d.id for d in unstarted], owner)
+
+        outcomes = await run_items(
+            deliveries, handle, concurrency=s.job_concurrency, stop=stop,
+            start_before=claimed_at + lease - s.callback_http_timeout_seconds,
+        )
+        return await settle(outcomes, release)
+
+    async def _first_secret(self, caller_service: str, now) -> list[str]:
+        """A caller service without a signing secret gets one, so its callbacks (which
+        the reference sent unsigned) keep flowing; an operator obtains a copy by
+        rotating it with `payments-svc keys signing-secret --service NAME --rotate`."""
+        async with self.db.transaction() as conn:
+            repo = SigningSecretRepository(conn)
+            try:
+                await repo.create(caller_service, rotate=False, grace=timedelta(0), now=now)
+                log.warning("signing_secret_created", caller_service=caller_service,
+                            hint=f"payments-svc keys signing-secret --service {caller_service} --rotate")
+            except SigningSecretExists:
+                pass  # another dispatcher created it first
+            return (await repo.active([caller_service], now)).get(caller_service, [])
+
+    async def _attempt(self, delivery: CallbackDelivery, payment: Payment, secrets: list[str]) -> Outcome:
+        s = self.settings
+        url = payment.status_callback_url
+        problem = callback_url_problem(url, s.callback_allowed_hosts)
+        if problem is not None:
+            return Outcome(DeliveryStatus.FAILED, utcnow(), None, 0, f"{problem}; not retried", None)
+        body = json.dumps(
+            {"type": delivery.event_type, "payment": payment_fields(payment)}, ensure_ascii=False, separators=(",", ":")
+        ).encode()
+        timestamp = int(time.time())
+        headers = {
+            "Content-Type": "application/json",
+            "X-Request-ID": payment.request_id,
+            "webhook-id": delivery.delivery_id,
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": signature_header(secrets, delivery.delivery_id, timestamp, body),
+        }
+        started = time.monotonic()
+        status_code, retry_after, error = None, None, None
+        try:
+            # Redirects are not followed: the allow-list names the host that may
+            # receive the payload, and a 3xx could point anywhere.
+            async with self._session().post(url, data=body, headers=headers, allow_redirects=False) as response:
+                status_code = response.status
+                retry_after = response.headers.get("Retry-After")
+        except TimeoutError:
+            error = f"callback request timed out after {s.callback_http_timeout_seconds:g}s"
+        except (aiohttp.ClientError, OSError) as exc:
+            error = f"callback request failed: {type(exc).__name__}: {exc}"
+        latency_ms = round((time.monotonic() - started) * 1000)
+        if status_code is not None and 200 <= status_code < 300:
+            return Outcome(DeliveryStatus.SUCCESS, utcnow(), status_code, latency_ms, None, None)
+        if status_code == 410:
+            error = "callback endpoint returned status=410 (Gone): not retried"
+            return Outcome(DeliveryStatus.FAILED, utcnow(), status_code, latency_ms, error, None)
+        if status_code is not None:
+            error = f"callback endpoint returned status={status_code}"
+            if 300 <= status_code < 400:
+                error += " (redirects are not followed)"
+        return self._failed_attempt(delivery, status_code, latency_ms, error, retry_after)
+
+    def _failed_attempt(
+        self, delivery: CallbackDelivery, status_code: int | None, latency_ms: int, error: str, retry_after: str | None
+    ) -> Outcome:
+        """A retryable failure: due again after the backoff (or later, if the receiver
+        asked with Retry-After), unless that was the last attempt."""
+        s = self.settings
+        now = utcnow()
+        attempt = delivery.attempts + 1
+        if attempt >= s.callback_max_attempts:
+            return Outcome(DeliveryStatus.FAILED, now, status_code, latency_ms, f"{error}; gave up after {attempt} attempts", None)
+        delay = retry_delay(attempt, base=s.callback_retry_interval_seconds, cap=s.callback_retry_max_interval_seconds)
+        asked = retry_after_seconds(retry_after, now)
+        if asked is not None:
+            delay = max(delay, min(asked, s.callback_retry_max_interval_seconds))
+        return Outcome(DeliveryStatus.PENDING, now, status_code, latency_ms, error, now + timedelta(seconds=delay))
+
+    async def _record(self, delivery: CallbackDelivery, payment: Payment, owner: str, outcome: Outcome) -> None:
+        """The outcome, the attempt log row and the payment's timeline event, together."""
+        attempt = delivery.attempts + 1
+        if outcome.status == DeliveryStatus.SUCCESS:
+            event_type, detail = "callback_dispatched", f"status={outcome.status_code}"
+        else:
+            event_type = "callback_dispatch_failed"
+            detail = outcome.error or ""
+            if outcome.next_attempt_at is not None:
+                detail += f"; next attempt at {rfc3339(outcome.next_attempt_at)}"
+        message = f"{delivery.delivery_id} attempt {attempt}: {detail} ({outcome.latency_ms} ms)"
+        async with self.db.transaction() as conn:
+            recorded = await DeliveryRepository(conn).record(delivery, owner, outcome)
+            if recorded:
+                await EventRepository(conn).add(
+                    payment_id=payment.id, event_type=event_type, old_status=payment.status,
+                    new_status=payment.status, now=outcome.attempted_at, message=message,
+                )
+        if not recorded:
+            log.warning("callback_lease_lost", delivery_id=delivery.delivery_id, attempt=attempt,
+                        outcome=outcome.status.name, message="another dispatcher took over this delivery")
+        elif outcome.status == DeliveryStatus.SUCCESS:
+            log.info("callback_delivered", delivery_id=delivery.delivery_id, payment_id=payment.id, attempt=attempt,
+                     status_code=outcome.status_code, latency_ms=outcome.latency_ms)
+        else:
+            log.warning("callback_attempt_failed", delivery_id=delivery.delivery_id, payment_id=payment.id,
+                        attempt=attempt, status_code=outcome.status_code, error=outcome.error,
+                        next_attempt_at=rfc3339(outcome.next_attempt_at) if outcome.next_attempt_at else None)

@@ -1,0 +1,104 @@
+"""`payments-svc expire pending`: ends payments still open (CREATED, PENDING,
+PROCESSING) PAYMENTS_PENDING_TIMEOUT_MINUTES after they were created.
+
+The provider's object is expired first, so that nothing can be paid after we say
+EXPIRED; if the provider answers that it was paid, the payment becomes PAID instead.
+Either way the change goes through the transition table, which queues the callback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import timedelta
+
+import structlog
+
+from ..clock import utcnow
+from ..domain.enums import PaymentStatus
+from ..domain.errors import ErrorKind, ProviderError
+from ..domain.payment import Payment
+from ..providers.base import CancelOutcome, provider_idempotency_key
+from ..repository.payment_jobs import ClaimedPayment, PaymentJobRepository
+from ..service.payments import PaymentService
+from .changes import change_to
+from .runner import BatchResult, ItemResult, claim_transaction, lease_seconds, run_items, settle
+
+log = structlog.get_logger("payments.jobs.expire")
+
+
+class PendingExpirer:
+    name = "expire_pending"
+
+    def __init__(self, service: PaymentService):
+        self.service = service
+        self.db = service.db
+        self.settings = service.settings
+        self.batch_size = self.settings.job_batch_size
+        self.item_seconds = self.settings.provider_timeout_seconds + 5  # the provider call, then the status change
+
+    async def close(self) -> None:
+        pass
+
+    async def run_batch(self, stop: asyncio.Event) -> BatchResult:
+        s = self.settings
+        lease = lease_seconds(self.item_seconds, self.batch_size, s.job_concurrency)
+        now, claimed_at = utcnow(), time.monotonic()
+        async with claim_transaction(self.db) as conn:
+            claims = await PaymentJobRepository(conn).claim_for_expiry(
+                now=now, created_before=now - timedelta(seconds=s.pending_timeout_seconds),
+                limit=self.batch_size, lease_until=now + timedelta(seconds=lease),
+            )
+        # A payment that could not be expired keeps its lease: it is tried again once
+        # the lease ends (shorter than the run interval with the defaults).
+        outcomes = await run_items(claims, lambda claim: self._expire(claim.payment), concurrency=s.job_concurrency,
+                                   stop=stop, start_before=claimed_at + lease - self.item_seconds)
+        return await settle(outcomes, self._release)
+
+    async def _release(self, unstarted: list[ClaimedPayment]) -> None:
+        async with self.db.transaction() as conn:
+            await PaymentJobRepository(conn).release(unstarted)
+
+    async def _expire(self, payment: Payment) -> ItemResult:
+        timeout_message = f"still {payment.status.name} {self.settings.pending_timeout_seconds / 60:g} minutes after creation"
+        if payment.status == PaymentStatus.CREATED:
+            if await self.service.claim_unfinished_create(payment) is None:
+                return ItemResult.DEFERRED  # a create is still running; it finishes or fails first
+            # A create answers with the checkout only after storing the provider's object,
+            # so no one was handed a way to pay a CREATED payment: nothing to stop at the provider.
+            await self.service.change_status(payment.id, change_to(
+                PaymentStatus.EXPIRED, "payment_expired", f"{timeout_message}; the create never finished",
+                values={"create_lease_until": None},
+            ))
+            log.info("payment_expired", payment_id=payment.id, old_status=payment.status.name)
+            return ItemResult.DONE
+
+        if payment.provider_payment_id is not None:
+            provider = self.service.providers.get(payment.provider)
+            key = provider_idempotency_key(payment.caller_service, payment.request_id, "expire")
+            try:
+                async with asyncio.timeout(self.settings.provider_timeout_seconds):
+                    outcome = await provider.cancel(payment, key)
+            except TimeoutError:
+                log.warning("expire_failed", payment_id=payment.id, error="payment provider timed out")
+                return ItemResult.FAILED
+            except ProviderError as exc:
+                if exc.kind == ErrorKind.FAILED_PRECONDITION:
+                    # Not stoppable yet (e.g. a delayed payment method still settling): its
+                    # outcome will come as a webhook or through reconcile; asked again later.
+                    log.info("expire_deferred", payment_id=payment.id, reason=exc.message)
+                    return ItemResult.DEFERRED
+                log.warning("expire_failed", payment_id=payment.id, error=exc.message, retryable=exc.retryable)
+                return ItemResult.FAILED
+            if outcome == CancelOutcome.ALREADY_PAID:
+                updated = await self.service.change_status(payment.id, change_to(
+                    PaymentStatus.PAID, "provider_reported_paid", "provider reported the payment paid when asked to expire it"
+                ))
+                log.info("payment_paid_at_expiry", payment_id=payment.id, status=updated.status.name)
+                return ItemResult.DONE
+
+        updated = await self.service.change_status(
+            payment.id, change_to(PaymentStatus.EXPIRED, "payment_expired", timeout_message)
+        )
+        log.info("payment_expired", payment_id=payment.id, old_status=payment.status.name, status=updated.status.name)
+        return ItemResult.DONE

@@ -1,0 +1,167 @@
+"""Running a job: one batch (exit status 1 when an item failed) or a worker loop,
+with bounded concurrency inside a batch and a graceful stop on SIGTERM/SIGINT:
+items in flight finish and are recorded, items not started are handed back."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import signal
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from enum import Enum
+from typing import Protocol, TypeVar
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from ..db.engine import Database
+
+log = structlog.get_logger("payments.jobs")
+
+T = TypeVar("T")
+
+
+class ItemResult(Enum):
+    DONE = "done"
+    FAILED = "failed"  # tried again later: its claim stays until its lease or schedule says
+    DEFERRED = "deferred"  # nothing to do yet (busy elsewhere, not stoppable yet): also left for later
+    NOT_STARTED = "not_started"  # stopping, or its lease could run out: handed back at once
+
+
+@dataclass(slots=True)
+class BatchResult:
+    claimed: int = 0
+    done: int = 0
+    failed: int = 0
+    deferred: int = 0
+    not_started: int = 0
+
+    def add(self, result: ItemResult) -> None:
+        match result:
+            case ItemResult.DONE:
+                self.done += 1
+            case ItemResult.FAILED:
+                self.failed += 1
+            case ItemResult.DEFERRED:
+                self.deferred += 1
+            case ItemResult.NOT_STARTED:
+                self.not_started += 1
+
+
+class Job(Protocol):
+    name: str
+    batch_size: int
+
+    async def run_batch(self, stop: asyncio.Event) -> BatchResult: ...
+
+    async def close(self) -> None: ...
+
+
+def lease_seconds(item_seconds: float, batch_size: int, concurrency: int) -> float:
+    """A claim's lease: every wave of the batch may run its items to their time limit,
+    plus one wave of slack for the database writes around them."""
+    return item_seconds * (math.ceil(batch_size / concurrency) + 1)
+
+
+@asynccontextmanager
+async def claim_transaction(db: Database) -> AsyncIterator[AsyncConnection]:
+    """The transaction a claim runs in. On MySQL at READ COMMITTED, so that its
+    FOR UPDATE SKIP LOCKED locks only the rows it returns, not the gaps between them
+    (which would hold up the inserts of new rows). SQLite begins IMMEDIATE (engine.py)."""
+    async with db.engine.connect() as conn:
+        if db.dialect == "mysql":
+            conn = await conn.execution_options(isolation_level="READ COMMITTED")
+        async with conn.begin():
+            yield conn
+
+
+async def run_items(
+    items: Sequence[T],
+    handle: Callable[[T], Awaitable[ItemResult]],
+    *,
+    concurrency: int,
+    stop: asyncio.Event,
+    start_before: float,
+) -> list[tuple[T, ItemResult]]:
+    """Runs `handle` over `items`, `concurrency` at a time. An item is not started
+    once `stop` is set or after `start_before` (time.monotonic()), when its lease
+    could run out before it ends; those come back NOT_STARTED for the caller to
+    release. `handle` reports its own failures; an exception is logged and counts
+    as FAILED."""
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(item: T) -> ItemResult:
+        async with gate:
+            if stop.is_set() or time.monotonic() >= start_before:
+                return ItemResult.NOT_STARTED
+            try:
+                return await handle(item)
+            except Exception:  # one bad item must not lose the others' outcomes
+                log.exception("job_item_failed")
+                return ItemResult.FAILED
+
+    results = await asyncio.gather(*(one(item) for item in items))
+    return list(zip(items, results, strict=True))
+
+
+async def settle(
+    outcomes: list[tuple[T, ItemResult]], release: Callable[[list[T]], Awaitable[None]]
+) -> BatchResult:
+    """Hands back the items that were not started, and counts the outcomes."""
+    unstarted = [item for item, r in outcomes if r == ItemResult.NOT_STARTED]
+    if unstarted:
+        await release(unstarted)
+    result = BatchResult(claimed=len(outcomes))
+    for _, item_result in outcomes:
+        result.add(item_result)
+    return result
+
+
+async def run_job(job: Job, *, worker: bool, interval: float, stop: asyncio.Event) -> int:
+    """One batch, or batches every `interval` seconds until `stop`. Returns the exit status."""
+    if not worker:
+        result = await _run_batch(job, stop)
+        return 0 if result is not None and result.failed == 0 else 1
+    log.info("worker_started", job=job.name, interval_seconds=interval)
+    while not stop.is_set():
+        started = time.monotonic()
+        result = await _run_batch(job, stop)
+        if result is not None and result.claimed >= job.batch_size:
+            # A full batch: there is a backlog, take the next one now. What this batch
+            # failed or deferred stays claimed (lease, schedule), so this never spins.
+            continue
+        try:
+            await asyncio.wait_for(stop.wait(), max(0.0, interval - (time.monotonic() - started)))
+        except TimeoutError:
+            pass
+    log.info("worker_stopped", job=job.name)
+    return 0
+
+
+async def _run_batch(job: Job, stop: asyncio.Event) -> BatchResult | None:
+    started = time.monotonic()
+    try:
+        result = await job.run_batch(stop)
+    except Exception as exc:  # e.g. the database is away: a worker logs and tries again next tick
+        log.exception("job_failed", job=job.name, error=f"{type(exc).__name__}: {exc}",
+                      latency_ms=round((time.monotonic() - started) * 1000))
+        return None
+    emit, event = (log.warning, "job_failed") if result.failed else (log.info, "job_completed")
+    emit(event, job=job.name, latency_ms=round((time.monotonic() - started) * 1000), claimed=result.claimed,
+         done=result.done, failed=result.failed, deferred=result.deferred, not_started=result.not_started)
+    return result
+
+
+def install_stop_handlers(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int) -> None:
+        if not stop.is_set():
+            log.info("job_stopping", signal=signal.Signals(signum).name)
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)

@@ -1,0 +1,43 @@
+"""provider_objects: which payment a provider's object (payment intent, charge,
+subscription, invoice) belongs to, for webhooks that name only such objects."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from ..db.tables import payments, provider_objects
+from ..domain.enums import ProviderType
+
+
+class ProviderObjectRepository:
+    def __init__(self, conn: AsyncConnection):
+        self.conn = conn
+
+    async def payment_ids(self, provider: ProviderType, object_ids: Iterable[str]) -> set[int]:
+        """The payments owning any of these objects: the payment's own object, or one
+        recorded since."""
+        ids = list(object_ids)
+        if not ids:
+            return set()
+        known = sa.select(provider_objects.c.payment_id).where(
+            provider_objects.c.provider == int(provider), provider_objects.c.object_id.in_(ids))
+        own = sa.select(payments.c.id).where(payments.c.provider == int(provider), payments.c.provider_payment_id.in_(ids))
+        return {row[0] for row in await self.conn.execute(sa.union(known, own))}
+
+    async def register(self, provider: ProviderType, payment_id: int, object_ids: Iterable[str], now: datetime) -> None:
+        """Records the objects not recorded yet. Callers hold the payment's row lock,
+        and an object belongs to one payment, so no other writer inserts the same ids."""
+        ids = list(dict.fromkeys(object_ids))
+        if not ids:
+            return
+        stmt = sa.select(provider_objects.c.object_id).where(
+            provider_objects.c.provider == int(provider), provider_objects.c.object_id.in_(ids))
+        known = {row[0] for row in await self.conn.execute(stmt)}
+        rows = [dict(provider=int(provider), object_id=i[:255], payment_id=payment_id, created_at=now)
+                for i in ids if i not in known]
+        if rows:
+            await self.conn.execute(provider_objects.insert(), rows)

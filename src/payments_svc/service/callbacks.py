@@ -1,0 +1,43 @@
+"""Use cases of a payment's status callbacks: reading the delivery state, and
+queueing a replay (a new delivery, with a new delivery id, of the current status)."""
+
+from __future__ import annotations
+
+from ..auth.caller import Caller
+from ..callback_policy import callback_url_problem
+from ..clock import utcnow
+from ..domain.errors import ErrorKind, PaymentsError
+from ..domain.payment import Payment
+from ..repository.deliveries import CallbackDelivery, DeliveryRepository
+from ..repository.events import EventRepository
+from ..repository.outbox import OutboxRepository
+from .payments import PaymentService
+
+
+class CallbackService:
+    def __init__(self, payments: PaymentService):
+        self.payments = payments
+
+    async def get_payment_with_delivery(self, caller: Caller, payment_id: int) -> tuple[Payment, CallbackDelivery | None]:
+        """The payment (scoped to the caller, as GetPayment) and its latest callback delivery."""
+        payment = await self.payments.get_payment(caller, payment_id)
+        async with self.payments.db.read() as conn:
+            return payment, await DeliveryRepository(conn).latest_for_payment(payment.id)
+
+    async def replay(self, caller: Caller, payment_id: int) -> tuple[Payment, CallbackDelivery]:
+        payment = await self.payments.get_payment(caller, payment_id)
+        problem = callback_url_problem(payment.status_callback_url, self.payments.settings.callback_allowed_hosts)
+        if problem is not None:
+            raise PaymentsError(f"{problem}; the callback cannot be delivered", ErrorKind.FAILED_PRECONDITION)
+        now = utcnow()
+        async with self.payments.db.transaction() as conn:
+            delivery_id = await OutboxRepository(conn).enqueue(
+                payment_id=payment.id, caller_service=payment.caller_service,
+                event_type="payment." + payment.status.name.lower(), payment_status=payment.status, now=now,
+            )
+            await EventRepository(conn).add(
+                payment_id=payment.id, event_type="callback_replay_requested", old_status=payment.status,
+                new_status=payment.status, now=now, message=f"{delivery_id} queued",
+            )
+            delivery = await DeliveryRepository(conn).get_by_delivery_id(delivery_id)
+        return payment, delivery

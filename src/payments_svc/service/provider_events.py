@@ -1,0 +1,224 @@
+"""Inbound provider webhooks, through two entrances: the reference's per-payment URL
+(`/webhooks/providers/{provider}/{hash}`, the hash names the payment) and a provider's
+account-level endpoint (`/webhooks/stripe`), where the event names its payment by the
+reference it carries in metadata or by the provider's ids of its objects.
+
+Either way the webhook is verified, every delivery is recorded with its outcome, and
+each event id is applied once: its dedup row, the status change (through the
+transition table, so late or reordered events never regress), the refund ledger and
+the callback to the caller commit together or not at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+import structlog
+
+from ..clock import utcnow
+from ..config import Settings
+from ..db.engine import Database
+from ..domain.enums import CallbackStatus, PaymentStatus
+from ..domain.errors import CallbackRejectedError, NotFoundError, ProviderError, ServiceUnavailableError, ValidationError
+from ..domain.payment import Payment, ProviderCallback
+from ..providers.base import (
+    Provider,
+    ProviderEvent,
+    RefundingProvider,
+    RefundSnapshot,
+    ReleasingProvider,
+    provider_idempotency_key,
+)
+from ..providers.registry import ProviderRegistry
+from ..repository.callbacks import CallbackLogRepository, DuplicateProviderEvent
+from ..repository.payments import PaymentRepository
+from ..repository.provider_objects import ProviderObjectRepository
+from .refunds import LedgerChange, merge_refunds
+from .status_changes import ConcurrentUpdate, StatusChange, apply_status_change
+
+if TYPE_CHECKING:
+    from .payments import PaymentService
+
+log = structlog.get_logger("payments.provider_events")
+
+MAX_APPLY_ATTEMPTS = 5
+
+
+class ProviderCallbacks:
+    """Part of PaymentService; reads its parts through it, so that they stay one."""
+
+    def __init__(self, service: PaymentService):
+        self.service = service
+
+    @property
+    def db(self) -> Database:
+        return self.service.db
+
+    @property
+    def providers(self) -> ProviderRegistry:
+        return self.service.providers
+
+    @property
+    def settings(self) -> Settings:
+        return self.service.settings
+
+    async def handle(self, callback: ProviderCallback) -> None:
+        """The per-payment URL. As the reference: the signature is checked before the
+        hash is looked up (an unknown hash with a bad signature is 400, not 404)."""
+        for value, message in (
+            (callback.request_id, "request_id is required"),
+            (callback.provider, "provider is required"),
+            (callback.callback_hash, "callback hash is required"),
+            (callback.signature, "provider signature is required"),
+            (callback.payload, "payload is required"),
+        ):
+            if not value.strip() if isinstance(value, str) else not value:
+                raise ValidationError(message)
+        provider = self.providers.by_name(callback.provider)
+        record = dict(provider=provider.type.code, callback_hash=callback.callback_hash.strip(),
+                      signature=callback.signature, payload=callback.payload.decode("utf-8", errors="replace"))
+        event = await self._parse(provider, callback.payload, callback.signature, record)
+        async with self.db.read() as conn:
+            payment = await PaymentRepository(conn).find_by_callback_hash(provider.type, record["callback_hash"])
+            owners = await ProviderObjectRepository(conn).payment_ids(provider.type, event.object_ids)
+        if payment is None:
+            await self._record(record, CallbackStatus.REJECTED, event, error="payment not found for callback hash")
+            raise NotFoundError()
+        if (event.callback_hash and event.callback_hash != payment.provider_callback_hash) or owners - {payment.id}:
+            # Forwarded to the wrong payment's URL: applying it here would be wrong.
+            await self._record(record, CallbackStatus.REJECTED, event, payment_id=payment.id,
+                               error="the event is about another payment than the callback hash's")
+            raise CallbackRejectedError("the event is about another payment")
+        await self._apply(provider, payment, event, record)
+
+    async def handle_account(self, provider_name: str, payload: bytes, signature: str) -> None:
+        """The provider's account-level endpoint: no hash, no API key; the provider's
+        signature is the only authentication."""
+        if not signature.strip():
+            raise ValidationError("provider signature is required")
+        if not payload:
+            raise ValidationError("payload is required")
+        provider = self.providers.by_name(provider_name)
+        record = dict(provider=provider.type.code, callback_hash="", signature=signature,
+                      payload=payload.decode("utf-8", errors="replace"))
+        event = await self._parse(provider, payload, signature, record)
+        try:
+            payment = await self._route(provider, event)
+        except CallbackRejectedError as exc:
+            await self._record(record, CallbackStatus.REJECTED, event, error=exc.reason)
+            raise
+        if payment is None:
+            if not event.handled:  # e.g. customer.created: nothing of ours, nothing to do
+                await self._record(record, CallbackStatus.IGNORED, event, error=event.message)
+                return
+            # Not acknowledged: the provider retries, and an event that arrived before
+            # the object it names was recorded applies then.
+            await self._record(record, CallbackStatus.REJECTED, event, error="no payment for the event's objects")
+            raise NotFoundError()
+        record["callback_hash"] = payment.provider_callback_hash
+        await self._apply(provider, payment, event, record)
+
+    async def _parse(self, provider: Provider, payload: bytes, signature: str, record: dict) -> ProviderEvent:
+        try:
+            return provider.parse_callback(payload, signature)
+        except CallbackRejectedError as exc:
+            await self._record(record, CallbackStatus.REJECTED, None, error=f"provider callback validation failed: {exc.reason}")
+            raise
+
+    async def _route(self, provider: Provider, event: ProviderEvent) -> Payment | None:
+        async with self.db.read() as conn:
+            payments = PaymentRepository(conn)
+            if event.callback_hash:
+                payment = await payments.find_by_callback_hash(provider.type, event.callback_hash)
+                if payment is not None:
+                    return payment
+            owners = await ProviderObjectRepository(conn).payment_ids(provider.type, event.object_ids)
+            if len(owners) > 1:
+                raise CallbackRejectedError(f"the event names objects of several payments: {sorted(owners)}")
+            return await payments.get(owners.pop()) if owners else None
+
+    async def _apply(self, provider: Provider, payment: Payment, event: ProviderEvent, record: dict) -> None:
+        snapshots = list(event.refunds)
+        if event.refunds_of and isinstance(provider, RefundingProvider):
+            snapshots += await self._fetch_refunds(provider, payment, event, record)
+        for _ in range(MAX_APPLY_ATTEMPTS):
+            now = utcnow()
+            try:
+                async with self.db.transaction() as conn:
+                    # The row lock first: taking it after the dedup row's foreign-key
+                    # check (a shared lock on the payment) deadlocks with a cancel.
+                    current = await PaymentRepository(conn).get(payment.id, for_update=True)
+                    await CallbackLogRepository(conn).record(
+                        **record, status=CallbackStatus.PROCESSED, now=now, payment_id=payment.id,
+                        provider_event_id=event.event_id, dedup_key=event.event_id,
+                    )
+                    ledger = await merge_refunds(conn, current, provider.type, snapshots, now)
+                    updated = await apply_status_change(conn, current, _event_change(event, current, record["payload"], ledger), now)
+                    owned = [i for i in event.object_ids if i != current.provider_payment_id]
+                    await ProviderObjectRepository(conn).register(provider.type, payment.id, owned, now)
+            except DuplicateProviderEvent:
+                await self._record(record, CallbackStatus.DUPLICATE, event, payment_id=payment.id, error="event already processed")
+                return
+            except ConcurrentUpdate:
+                continue
+            log.info("provider_callback_applied", payment_id=payment.id, event_type=event.event_type,
+                     old_status=current.status.name, new_status=updated.status.name)
+            if updated.status.is_terminal and not current.status.is_terminal:
+                await self._release(provider, updated)
+            return
+        raise ServiceUnavailableError("payment is being updated concurrently; the provider should retry")
+
+    async def _fetch_refunds(self, provider: RefundingProvider, payment: Payment, event: ProviderEvent,
+                             record: dict) -> list[RefundSnapshot]:
+        """The event says refunds changed without listing them: ask for the current ones."""
+        try:
+            async with asyncio.timeout(self.settings.provider_timeout_seconds):
+                return await provider.fetch_refunds(event.refunds_of)
+        except (TimeoutError, ProviderError) as exc:
+            reason = exc.message if isinstance(exc, ProviderError) else "payment provider timed out"
+            await self._record(record, CallbackStatus.REJECTED, event, payment_id=payment.id,
+                               error=f"could not fetch the refunds of {event.refunds_of}: {reason}")
+            raise ServiceUnavailableError(f"could not fetch the refunds from the provider ({reason}); the provider should retry") from None
+
+    async def _release(self, provider: Provider, payment: Payment) -> None:
+        """A payment just ended: stop its provider object taking another payment. Best
+        effort: a Stripe payment link also stops itself after its one completed session."""
+        if not isinstance(provider, ReleasingProvider):
+            return
+        key = provider_idempotency_key(payment.caller_service, payment.request_id, "release")
+        try:
+            async with asyncio.timeout(self.settings.provider_timeout_seconds):
+                await provider.release(payment, key)
+        except (TimeoutError, ProviderError) as exc:
+            log.warning("provider_release_failed", payment_id=payment.id,
+                        error=exc.message if isinstance(exc, ProviderError) else "payment provider timed out")
+
+    async def _record(self, record: dict, status: CallbackStatus, event: ProviderEvent | None, *,
+                      payment_id: int | None = None, error: str | None = None) -> None:
+        async with self.db.transaction() as conn:
+            await CallbackLogRepository(conn).record(
+                **record, status=status, now=utcnow(), payment_id=payment_id,
+                provider_event_id=event.event_id if event else None, error=error,
+            )
+
+
+def _event_change(event: ProviderEvent, current: Payment, payload: str, ledger: LedgerChange) -> StatusChange:
+    values = {}
+    if event.provider_payment_id:
+        values["provider_payment_id"] = event.provider_payment_id
+    if event.provider_subscription_id and event.provider_subscription_id != current.provider_subscription_id:
+        values["provider_subscription_id"] = event.provider_subscription_id
+    if event.failure_reason and event.status == PaymentStatus.FAILED:
+        values["failure_reason"] = event.failure_reason[:1024]
+    values.update(ledger.values)
+    common = dict(provider_event_id=event.event_id, payload=payload, needs_attention=event.needs_attention,
+                  message="; ".join(filter(None, [event.message, *ledger.notes])) or None)
+    event_type = event.event_type or "provider_callback"
+    if current.status == PaymentStatus.PAID and event.announce_if_paid:
+        # A subscription's renewal, failed renewal or end: news for the caller, no status change.
+        return StatusChange(None, event_type, values=values, announce=True, callback_type=event.announce_if_paid, **common)
+    refund_callback = ledger.callback_type(current)
+    if event.status is None and refund_callback is not None:
+        return StatusChange(None, event_type, values=values, announce=True, callback_type=refund_callback, **common)
+    return StatusChange(event.status, event_type, values=values, **common)

@@ -1,0 +1,154 @@
+"""Stellar settings, amounts, memos, SEP-7 URIs and feed-record checks."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+from stellar_sdk import Keypair
+
+from payments_svc.config import ConfigError, load_settings
+from payments_svc.stellar.instructions import (
+    StellarInstructions,
+    amount_to_stroops,
+    cents_to_amount,
+    payment_memo,
+    stroops_to_amount,
+)
+from payments_svc.stellar.records import MalformedRecord, parse_record
+from payments_svc.stellar.settings import StellarAsset
+
+ACCOUNT = Keypair.random().public_key
+ISSUER = Keypair.random().public_key
+TESTNET = "Test SDF Network ; September 2015"
+
+
+def stellar_env(**overrides: str) -> dict[str, str]:
+    env = {
+        "PAYMENTS_DATABASE_URL": "sqlite+aiosqlite:///:memory:",
+        "STELLAR_RECEIVING_ACCOUNT": ACCOUNT,
+        "STELLAR_HORIZON_URL": "https://horizon-testnet.stellar.org/",
+        "STELLAR_NETWORK_PASSPHRASE": TESTNET,
+        "STELLAR_ASSETS": f"USDC:{ISSUER}, XLM:native",
+    }
+    env.update(overrides)
+    return {k: v for k, v in env.items() if v is not None}
+
+
+def test_settings_parse_and_stellar_is_off_without_an_account():
+    assert load_settings({"PAYMENTS_DATABASE_URL": "sqlite+aiosqlite:///:memory:"}).stellar is None
+    s = load_settings(stellar_env(STELLAR_SILENCE_TIMEOUT_SECONDS="0.5", STELLAR_START_CURSOR="now")).stellar
+    assert s.receiving_account == ACCOUNT and s.horizon_url == "https://horizon-testnet.stellar.org"
+    assert s.assets == (StellarAsset("USDC", ISSUER), StellarAsset("XLM", None))
+    assert s.asset("usdc") == StellarAsset("USDC", ISSUER) and s.asset("EUR") is None
+    assert (s.silence_timeout_seconds, s.backoff_min_seconds, s.backoff_max_seconds, s.start_cursor) == (0.5, 5, 300, "now")
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(STELLAR_RECEIVING_ACCOUNT="GABC"), "STELLAR_RECEIVING_ACCOUNT must be a Stellar account id"),
+    (dict(STELLAR_RECEIVING_ACCOUNT=Keypair.random().secret), "STELLAR_RECEIVING_ACCOUNT must be a Stellar account id"),
+    (dict(STELLAR_HORIZON_URL=None), "STELLAR_HORIZON_URL is required"),
+    (dict(STELLAR_HORIZON_URL="horizon.example"), "STELLAR_HORIZON_URL must be an http or https URL"),
+    (dict(STELLAR_NETWORK_PASSPHRASE=None), "STELLAR_NETWORK_PASSPHRASE is required"),
+    (dict(STELLAR_ASSETS=None), "STELLAR_ASSETS is required"),
+    (dict(STELLAR_ASSETS="USDC"), "'USDC' is not CODE:ISSUER"),
+    (dict(STELLAR_ASSETS="TOOLONGASSETCODE:native"), "is not CODE:ISSUER"),
+    (dict(STELLAR_ASSETS="USDC:native"), "only XLM is native"),
+    (dict(STELLAR_ASSETS=f"XLM:{ISSUER}"), "XLM is the native asset"),
+    (dict(STELLAR_ASSETS="USDC:GNOTANISSUER"), "the issuer of USDC is not a Stellar account id"),
+    (dict(STELLAR_ASSETS=f"USDC:{ISSUER},usdc:{ISSUER}"), "usdc is listed twice"),
+    (dict(STELLAR_START_CURSOR="yesterday"), "STELLAR_START_CURSOR must be a paging token"),
+    (dict(STELLAR_SILENCE_TIMEOUT_SECONDS="0"), "STELLAR_SILENCE_TIMEOUT_SECONDS must be > 0"),
+    (dict(STELLAR_BACKOFF_MIN_SECONDS="10", STELLAR_BACKOFF_MAX_SECONDS="5"), "STELLAR_BACKOFF_MAX_SECONDS must be >="),
+])
+def test_misconfiguration_is_a_config_error_naming_the_variable(overrides, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        load_settings(stellar_env(**overrides))
+
+
+@pytest.mark.parametrize("text, stroops", [
+    ("15.0000000", 150_000_000), ("0.0000001", 1), ("922337203685.4775807", 2**63 - 1), ("1e2", 1_000_000_000),
+    ("12.5", 125_000_000),
+])
+def test_amounts_are_exact_integers(text, stroops):
+    assert amount_to_stroops(text) == stroops
+
+
+@pytest.mark.parametrize("text", [
+    "0", "-1", "NaN", "Infinity", "0.00000001", "922337203685.4775808", "1e999999999", "1e-999999999", "abc", "",
+    "1.000000000000000000000000000001",
+])
+def test_hostile_amounts_are_refused(text):
+    with pytest.raises(ValueError):
+        amount_to_stroops(text)
+
+
+def test_amount_strings_and_memo():
+    assert (cents_to_amount(1500), cents_to_amount(7), stroops_to_amount(150_000_001)) == ("15.00", "0.07", "15.0000001")
+    memo = payment_memo(2**64 - 1, "5f0c9a6e-5a8d-4f7e-9a59-3c1b7c2c8a11")
+    assert len(memo.encode()) == 28 and memo.startswith("18446744073709551615-")
+    assert payment_memo(1, "a") != payment_memo(1, "b") and payment_memo(1, "a") == payment_memo(1, "a")
+
+
+def test_sep7_uri_round_trip():
+    usdc = StellarInstructions(ACCOUNT, StellarAsset("USDC", ISSUER), "15.00", "42-abcdef0")
+    uri = usdc.sep7_uri(TESTNET)
+    assert uri == (f"web+stellar:pay?destination={ACCOUNT}&amount=15.00&asset_code=USDC&asset_issuer={ISSUER}"
+                   "&memo=42-abcdef0&memo_type=MEMO_TEXT&network_passphrase=Test%20SDF%20Network%20%3B%20September%202015")
+    assert StellarInstructions.from_sep7_uri(uri) == usdc
+    xlm = StellarInstructions(ACCOUNT, StellarAsset("XLM", None), "1.50", "7-0000000")
+    public = xlm.sep7_uri("Public Global Stellar Network ; September 2015")
+    assert "asset_code" not in public and "network_passphrase" not in public
+    assert StellarInstructions.from_sep7_uri(public) == xlm
+    assert xlm.fields() == {"destination": ACCOUNT, "asset_code": "XLM", "asset_issuer": "", "amount": "1.50",
+                            "memo": "7-0000000", "memo_type": "MEMO_TEXT"}
+    with pytest.raises(ValueError):
+        StellarInstructions.from_sep7_uri("https://checkout.example/pay")
+
+
+TX_HASH = "ab" * 32
+TOKEN = (1234 << 32) | (1 << 12) | 1
+RECORD = {
+    "id": str(TOKEN), "paging_token": str(TOKEN), "transaction_successful": True, "type": "payment",
+    "transaction_hash": TX_HASH, "asset_type": "credit_alphanum4", "asset_code": "USDC", "asset_issuer": ISSUER,
+    "from": ISSUER, "to": ACCOUNT, "amount": "15.0000000",
+    "transaction": {"hash": TX_HASH, "paging_token": str(TOKEN - 1), "memo_type": "text", "memo": "42-abcdef0"},
+}
+
+
+def variant(path: tuple[str, ...], value) -> dict:
+    record = copy.deepcopy(RECORD)
+    target = record
+    for key in path[:-1]:
+        target = target[key]
+    if value is KeyError:
+        del target[path[-1]]
+    else:
+        target[path[-1]] = value
+    return record
+
+
+def test_a_payment_record_parses():
+    record = parse_record(RECORD, ACCOUNT)
+    assert (record.token, record.operation_id, record.transaction_hash) == (TOKEN, str(TOKEN), TX_HASH)
+    incoming = record.incoming
+    assert (incoming.asset, incoming.stroops, incoming.memo_type, incoming.memo) == (
+        StellarAsset("USDC", ISSUER), 150_000_000, "text", "42-abcdef0")
+    assert parse_record(variant(("to",), ISSUER), ACCOUNT).incoming is None  # not to us: only moves the cursor
+    assert parse_record(variant(("type",), "create_account"), ACCOUNT).incoming is None
+    assert parse_record(variant(("transaction", "memo_type"), "none"), ACCOUNT).incoming.memo is None
+
+
+@pytest.mark.parametrize("path, value", [
+    (("paging_token",), "not-a-number"), (("paging_token",), KeyError), (("id",), "1"),
+    (("transaction",), KeyError), (("transaction", "hash"), "cd" * 32), (("transaction", "paging_token"), "5"),
+    (("transaction_successful",), "yes"), (("amount",), "NaN"), (("amount",), 15), (("asset_type",), "pool_share"),
+    (("asset_issuer",), "GBAD"), (("asset_code",), "US DC"), (("to",), KeyError), (("from",), "nobody"),
+    (("transaction", "memo_type"), "weird"), (("transaction", "memo"), "x" * 65), (("transaction", "memo"), "\ud800"),
+])
+def test_hostile_records_are_malformed(path, value):
+    with pytest.raises(MalformedRecord):
+        parse_record(variant(path, value), ACCOUNT)
+    for raw in ("just a string", [RECORD], None, 42):
+        with pytest.raises(MalformedRecord):
+            parse_record(raw, ACCOUNT)

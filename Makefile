@@ -27,6 +27,31 @@ test: install
 
 proto: install
 	PYTHON=$(PY) scripts/gen_proto.sh
+	$(PY) scripts/gen_openapi.py
 
 lint: install
 	$(BIN)/ruff check src tests
+
+# Benchmarks, separate from `make test` (see bench/README.md): about 10 minutes on MariaDB at
+# 127.0.0.1:3306 (root; TEST_MYSQL_* override), load from h2load and Node.js. Writes
+# bench/results/<date>.json and the table in bench/README.md.
+# `make bench BENCH_ARGS=--profile` profiles one server process with py-spy instead.
+BENCH_ARGS ?=
+.PHONY: bench
+bench: install
+	@command -v h2load >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nghttp2-client; \
+	  else echo "bench: h2load is missing; install nghttp2-client (needs root: apt-get install nghttp2-client)" >&2; exit 1; fi; }
+	@command -v node >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs; \
+	  else echo "bench: node is missing; install Node.js >= 18 (apt-get install nodejs)" >&2; exit 1; fi; }
+	$(PY) bench/run.py $(BENCH_ARGS)
+
+# End-to-end suite, separate from `make test` (see e2e/run.sh): a fresh database on the local
+# MariaDB (started if installed and down) or on E2E_DATABASE_URL, `payments-svc serve` and every
+# worker as real processes, the lifecycles of every provider over gRPC and HTTP, then teardown.
+.PHONY: e2e
+e2e: install
+	PYTHON=$(PY) bash e2e/run.sh $(E2E_ARGS)

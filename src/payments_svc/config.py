@@ -179,6 +179,7 @@ class Settings:
     http_read_timeout_seconds: float = 15.0
     shutdown_grace_seconds: float = 10.0
     shutdown_drain_seconds: float = 0.0
+    metrics_port: int = 0  # workers only (serve has /metrics on HTTP_PORT); 0: not exposed
 
     database_url: str = ""
     db_pool_size: int = 10
@@ -287,6 +288,7 @@ def load_settings(environ: dict[str, str] | None = None, *, base_dir: Path | Non
         http_read_timeout_seconds=float(_int(env, "PAYMENTS_HTTP_READ_TIMEOUT_SECONDS", 15, minimum=1)),
         shutdown_grace_seconds=float(_int(env, "PAYMENTS_SHUTDOWN_GRACE_SECONDS", 10, minimum=0)),
         shutdown_drain_seconds=float(_int(env, "PAYMENTS_SHUTDOWN_DRAIN_SECONDS", 0, minimum=0)),
+        metrics_port=_int(env, "PAYMENTS_METRICS_PORT", 0, minimum=0),
         database_url=database_url,
         db_pool_size=_int(env, "MYSQL_MAX_OPEN_CONNS", 10, minimum=1),
         db_pool_recycle_seconds=_int(env, "MYSQL_CONN_MAX_LIFETIME_MINUTES", 30, minimum=1) * 60,

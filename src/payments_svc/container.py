@@ -90,9 +90,11 @@ def build_container(settings: Settings) -> Container:
 
 
 async def check_schema(db: Database) -> None:
-    """Refuses to serve on a database that was not migrated to this version."""
+    """Refuses to serve on a database not yet migrated to this release. A newer schema
+    is accepted: upgrades are additive, so the previous release keeps running during a
+    rolling upgrade (deployment.md)."""
     version = await current_version(db)
-    if version != CURRENT_VERSION:
+    if version is None or version < CURRENT_VERSION:
         raise ConfigError(
             f"database schema is at version {version or 'none'}, this release needs {CURRENT_VERSION}: "
             "run `payments-svc db migrate`"

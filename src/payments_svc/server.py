@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 
 import grpc
 import structlog
@@ -95,6 +96,9 @@ def serve_processes(processes: int) -> int:
     """Runs `processes` copies of serve on shared ports; forwards SIGTERM/SIGINT and
     returns non-zero if any copy failed (so the orchestrator restarts the pod)."""
     env = dict(os.environ, **{CHILD_ENV: "1"})
+    if not env.get("PROMETHEUS_MULTIPROC_DIR"):
+        # The copies share one metrics directory, so whichever answers /metrics reports all of them.
+        env["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="payments-svc-metrics-")
     children: list[subprocess.Popen] = []
     stop_requested = False
 

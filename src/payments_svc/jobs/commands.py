@@ -18,6 +18,7 @@ from ..clock import utcnow
 from ..config import ConfigError, Settings, load_settings
 from ..db.engine import Database, create_engine
 from ..logs import configure_logging
+from ..metrics import serve_worker_metrics
 from ..repository.signing_secrets import SigningSecretExists, SigningSecretRepository
 
 if TYPE_CHECKING:
@@ -43,17 +44,20 @@ async def _run(settings: Settings, build: Callable[[PaymentService], Job], inter
     from ..service.payments import PaymentService
     from .runner import install_stop_handlers, run_job
 
+    stop = asyncio.Event()
+    install_stop_handlers(stop)  # first: a SIGTERM during start-up still ends in an orderly exit
     db = Database(create_engine(settings))
     try:
         await db.ping()
         await check_schema(db)
-        job = build(PaymentService(db, build_providers(settings), settings))
-        stop = asyncio.Event()
-        install_stop_handlers(stop)
+        serve_worker_metrics(settings.metrics_port)
+        providers = build_providers(settings)
+        job = build(PaymentService(db, providers, settings))
         try:
             return await run_job(job, worker=worker, interval=interval, stop=stop)
         finally:
             await job.close()
+            await providers.close()
     finally:
         await db.close()
 

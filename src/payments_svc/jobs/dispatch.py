@@ -17,6 +17,7 @@ from datetime import timedelta
 import aiohttp
 import structlog
 
+from .. import metrics
 from ..api.payment_fields import payment_fields
 from ..callback_policy import callback_url_problem, retry_after_seconds, retry_delay
 from ..clock import rfc3339, utcnow
@@ -28,6 +29,7 @@ from ..repository.deliveries import CallbackDelivery, DeliveryRepository, Outcom
 from ..repository.events import EventRepository
 from ..repository.payments import PaymentRepository
 from ..repository.signing_secrets import SigningSecretExists, SigningSecretRepository
+from ..service.callbacks import refresh_outbox_metrics
 from ..webhooks_signing import signature_header
 from .runner import BatchResult, ItemResult, claim_transaction, lease_seconds, run_items, settle
 
@@ -61,6 +63,8 @@ class CallbackDispatcher:
 
     async def run_batch(self, stop: asyncio.Event) -> BatchResult:
         s = self.settings
+        if s.metrics_port:
+            await refresh_outbox_metrics(self.db)  # the backlog gauges, for this worker's /metrics
         lease = lease_seconds(s.callback_http_timeout_seconds, self.batch_size, s.job_concurrency)
         owner = uuid.uuid4().hex
         now, claimed_at = utcnow(), time.monotonic()
@@ -183,6 +187,11 @@ class CallbackDispatcher:
                     payment_id=payment.id, event_type=event_type, old_status=payment.status,
                     new_status=payment.status, now=outcome.attempted_at, message=message,
                 )
+        if recorded:
+            metrics.DELIVERY_ATTEMPTS.labels(
+                "success" if outcome.status == DeliveryStatus.SUCCESS
+                else "retry" if outcome.status == DeliveryStatus.PENDING else "failed"
+            ).inc()
         if not recorded:
             log.warning("callback_lease_lost", delivery_id=delivery.delivery_id, attempt=attempt,
                         outcome=outcome.status.name, message="another dispatcher took over this delivery")

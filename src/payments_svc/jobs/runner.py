@@ -17,6 +17,7 @@ from typing import Protocol, TypeVar
 import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from .. import metrics
 from ..db.engine import Database
 
 log = structlog.get_logger("payments.jobs")
@@ -148,7 +149,10 @@ async def _run_batch(job: Job, stop: asyncio.Event) -> BatchResult | None:
     except Exception as exc:  # e.g. the database is away: a worker logs and tries again next tick
         log.exception("job_failed", job=job.name, error=f"{type(exc).__name__}: {exc}",
                       latency_ms=round((time.monotonic() - started) * 1000))
+        metrics.JOB_RUNS.labels(job.name, "error").inc()
         return None
+    metrics.JOB_RUNS.labels(job.name, "failed" if result.failed else "ok").inc()
+    metrics.JOB_DURATION.labels(job.name).observe(time.monotonic() - started)
     emit, event = (log.warning, "job_failed") if result.failed else (log.info, "job_completed")
     emit(event, job=job.name, latency_ms=round((time.monotonic() - started) * 1000), claimed=result.claimed,
          done=result.done, failed=result.failed, deferred=result.deferred, not_started=result.not_started)

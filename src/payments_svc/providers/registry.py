@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from ..domain.enums import ProviderType
 from ..domain.errors import ValidationError
+from ..metrics import MeteredProvider
 from .base import ClosableProvider, Provider
 
 
 class ProviderRegistry:
     def __init__(self, providers: list[Provider], default: ProviderType):
-        self._by_type = {p.type: p for p in providers}
+        self._by_type = {p.type: MeteredProvider(p) for p in providers}
         if default not in self._by_type:
             raise ValueError(f"default provider {default.code} is not enabled")
         self.default = default

@@ -64,6 +64,18 @@ class DeliveryRepository:
     def __init__(self, conn: AsyncConnection):
         self.conn = conn
 
+    async def due_summary(self, now: datetime) -> tuple[int, datetime | None]:
+        """How many deliveries are due now, and since when the oldest of them is."""
+        d = callback_deliveries.c
+        row = (
+            await self.conn.execute(
+                sa.select(sa.func.count(), sa.func.min(d.next_attempt_at)).where(
+                    d.status == int(DeliveryStatus.PENDING), d.next_attempt_at <= now
+                )
+            )
+        ).one()
+        return row[0], row[1]
+
     async def claim_due(self, *, now: datetime, limit: int, owner: str, lease_until: datetime) -> list[CallbackDelivery]:
         """Leases up to `limit` due deliveries to `owner`, oldest due first. Rows another
         dispatcher is claiming right now are skipped (SKIP LOCKED), rows it holds are

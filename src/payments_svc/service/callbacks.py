@@ -3,9 +3,11 @@ queueing a replay (a new delivery, with a new delivery id, of the current status
 
 from __future__ import annotations
 
+from .. import metrics
 from ..auth.caller import Caller
 from ..callback_policy import callback_url_problem
 from ..clock import utcnow
+from ..db.engine import Database
 from ..domain.errors import ErrorKind, PaymentsError
 from ..domain.payment import Payment
 from ..repository.deliveries import CallbackDelivery, DeliveryRepository
@@ -41,3 +43,12 @@ class CallbackService:
             )
             delivery = await DeliveryRepository(conn).get_by_delivery_id(delivery_id)
         return payment, delivery
+
+
+async def refresh_outbox_metrics(db: Database) -> None:
+    """Sets the outbox gauges from the table (on each scrape, and after each dispatch batch)."""
+    now = utcnow()
+    async with db.read() as conn:
+        due, oldest = await DeliveryRepository(conn).due_summary(now)
+    metrics.OUTBOX_DUE.set(due)
+    metrics.OUTBOX_OLDEST_DUE_AGE.set((now - oldest).total_seconds() if oldest is not None else 0)

@@ -254,6 +254,8 @@ class PaymentService:
             limit = 100
         if not 1 <= limit <= MAX_EVENTS_PAGE:
             raise ValidationError("limit must be between 1 and 500")
+        if after_event_id < 0:
+            raise ValidationError("after_event_id must be >= 0")
         await self.get_payment(caller, payment_id)
         async with self.db.read() as conn:
             return await EventRepository(conn).list(payment_id, limit=limit, after_id=after_event_id)

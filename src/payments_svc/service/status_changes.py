@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from .. import metrics
 from ..domain.enums import PaymentStatus
 from ..domain.payment import Payment
 from ..domain.transitions import can_transition, is_paid_after_end
@@ -82,6 +83,8 @@ async def apply_status_change(conn: AsyncConnection, payment: Payment, change: S
         values["attention_required"] = True
     if not await repo.update_if_status(payment.id, old, values):
         raise ConcurrentUpdate()
+    # Counted at the UPDATE: a rollback after it (a lost connection) would over-count by one, rarely.
+    metrics.STATUS_TRANSITIONS.labels(old.name, new.name).inc()
     await events.add(
         payment_id=payment.id,
         event_type=change.event_type,

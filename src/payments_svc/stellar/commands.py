@@ -12,6 +12,7 @@ from ..config import ConfigError, Settings, load_settings
 from ..container import check_schema
 from ..db.engine import Database, create_engine
 from ..logs import configure_logging
+from ..metrics import serve_worker_metrics
 from .sync import HorizonUnavailable, sync_stellar_payments
 
 
@@ -51,6 +52,7 @@ async def _watch(settings: Settings, worker: bool) -> int | None:
     db = Database(create_engine(settings))
     try:
         await check_schema(db)
+        serve_worker_metrics(settings.metrics_port)
         if not worker:
             try:
                 return await sync_stellar_payments(db, settings)

@@ -15,6 +15,7 @@ from typing import Any
 import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from .. import metrics
 from ..clock import utcnow
 from ..db.engine import Database
 from ..domain.enums import PaymentStatus, StellarOperationStatus
@@ -80,6 +81,8 @@ async def apply_records(
             await _apply_payment(conn, account, record, record.incoming, raw, now)
         if not await cursors.advance(account, expected, paging_token, now):
             raise CursorMoved(None)  # unreachable while the row is locked; never advance blindly
+    if record is not None and record.created_at is not None:
+        metrics.WATCHER_LAG.set(max(0.0, (utcnow() - record.created_at).total_seconds()))
 
 
 async def _apply_payment(conn: AsyncConnection, account: str, record: FeedRecord, incoming: IncomingPayment,

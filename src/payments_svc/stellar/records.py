@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from stellar_sdk import StrKey
@@ -43,6 +44,7 @@ class FeedRecord:
     operation_id: str
     transaction_hash: str
     incoming: IncomingPayment | None  # None: not a payment to the receiving account
+    created_at: datetime | None = None  # when Horizon's ledger closed it (for the watcher-lag metric)
 
 
 def _field(record: dict, name: str, kind: type) -> Any:
@@ -75,7 +77,7 @@ def parse_record(raw: Any, account: str) -> FeedRecord:
         raise MalformedRecord("record does not agree with its transaction (hash or paging token)")
     successful = _field(raw, "transaction_successful", bool)
     kind = _field(raw, "type", str)
-    record = FeedRecord(token, token_text, tx_hash, None)
+    record = FeedRecord(token, token_text, tx_hash, None, _created_at(raw))
     if not successful or kind not in PAYMENT_TYPES or _field(raw, "to", str) != account:
         return record  # a failed transaction, our own outgoing payment, account creation...
     try:
@@ -85,7 +87,16 @@ def parse_record(raw: Any, account: str) -> FeedRecord:
     source = _field(raw, "from", str)
     if not StrKey.is_valid_ed25519_public_key(source):
         raise MalformedRecord("from is not an account id")
-    return FeedRecord(token, token_text, tx_hash, IncomingPayment(source, _asset(raw), stroops, *_memo(transaction)))
+    return FeedRecord(token, token_text, tx_hash, IncomingPayment(source, _asset(raw), stroops, *_memo(transaction)),
+                      record.created_at)
+
+
+def _created_at(raw: dict) -> datetime | None:
+    """Only feeds a metric: a missing or odd value is not a reason to refuse the record."""
+    try:
+        return datetime.strptime(raw.get("created_at", ""), "%Y-%m-%dT%H:%M:%SZ")
+    except (TypeError, ValueError):
+        return None
 
 
 def _asset(raw: dict) -> StellarAsset:

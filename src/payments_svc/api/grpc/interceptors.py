@@ -10,6 +10,7 @@ import time
 import grpc
 import structlog
 
+from ... import metrics
 from ...auth.authenticators import Authenticator
 from ...domain.errors import PaymentsError
 from ..errors import GRPC_CODES, INTERNAL_MESSAGE
@@ -55,6 +56,7 @@ class PaymentsInterceptor(grpc.aio.ServerInterceptor):
             metadata = context.invocation_metadata()
             request_id = _first(metadata, "x-request-id")
             if not request_id:
+                metrics.GRPC_REQUESTS.labels(rpc, grpc.StatusCode.INVALID_ARGUMENT.name).inc()
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "x-request-id header is required")
             await context.send_initial_metadata((("x-request-id", request_id),))
             started = time.perf_counter()
@@ -79,7 +81,10 @@ class PaymentsInterceptor(grpc.aio.ServerInterceptor):
                     log.exception("grpc_unhandled_error")
                     code, message = grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE
                 finally:
-                    latency_ms = round((time.perf_counter() - started) * 1000, 3)
+                    elapsed = time.perf_counter() - started
+                    metrics.GRPC_REQUESTS.labels(rpc, code.name).inc()
+                    metrics.GRPC_LATENCY.labels(rpc).observe(elapsed)
+                    latency_ms = round(elapsed * 1000, 3)
                     if code == grpc.StatusCode.OK:
                         log.info("grpc_request", grpc_code=code.name, latency_ms=latency_ms)
                     else:

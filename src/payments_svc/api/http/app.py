@@ -11,6 +11,7 @@ from ...config import Settings
 from ...domain.enums import ProviderType
 from ...service.payments import PaymentService
 from .middleware import build_middlewares
+from .ops_routes import OpsRoutes
 from .routes import Routes
 from .sandbox_page import SandboxPages
 from .stripe_routes import StripeRoutes
@@ -26,6 +27,7 @@ def build_http_app(
     app["read_timeout"] = settings.http_read_timeout_seconds
     app["max_body"] = settings.http_max_body_bytes
     Routes(service, readiness).register(app)
+    OpsRoutes(service.db).register(app)
     if ProviderType.SANDBOX in service.providers.enabled:
         SandboxPages(service, service.providers.get(ProviderType.SANDBOX)).register(app)
     if ProviderType.STRIPE in service.providers.enabled:

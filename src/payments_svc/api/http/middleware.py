@@ -11,6 +11,7 @@ from collections.abc import Awaitable
 import structlog
 from aiohttp import web
 
+from ... import metrics
 from ...auth.authenticators import Authenticator
 from ...domain.errors import PaymentsError
 from ..errors import HTTP_STATUSES, INTERNAL_MESSAGE
@@ -18,9 +19,9 @@ from ..request_context import current_caller
 
 log = structlog.get_logger("payments.http")
 
-# Probes and the customer-facing pages (sandbox checkout, Stripe's return page) are
+# Probes, operator endpoints and the customer-facing pages (sandbox checkout, Stripe's return page) are
 # reached without our headers.
-OPEN_PREFIXES = ("/healthz", "/readyz", "/sandbox/", "/stripe/return")
+OPEN_PREFIXES = ("/healthz", "/readyz", "/metrics", "/openapi.json", "/sandbox/", "/stripe/return")
 # Webhooks a provider calls directly: no X-Request-ID or API key, the provider's
 # signature is their authentication.
 SIGNED_PATHS = ("/webhooks/stripe",)
@@ -72,7 +73,9 @@ def build_middlewares(authenticator: Authenticator):
             return response
         request_id = request.headers.get("X-Request-ID", "").strip()
         if not request_id:
-            return error_response("x-request-id header is required", 400)
+            response = error_response("x-request-id header is required", 400)
+            _log_request(request, response, started)
+            return response
         with structlog.contextvars.bound_contextvars(request_id=request_id):
             response = await _mapped(_authenticated(request, handler, authenticator))
             response.headers["X-Request-ID"] = request_id
@@ -82,13 +85,23 @@ def build_middlewares(authenticator: Authenticator):
     return [request_id_and_auth]
 
 
+def _route(request: web.Request) -> str:
+    """The route template (/payments/{id}), never the raw path: bounded label values."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "unmatched"
+
+
 def _log_request(request: web.Request, response: web.StreamResponse, started: float) -> None:
+    elapsed = time.perf_counter() - started
+    route = _route(request)
+    metrics.HTTP_REQUESTS.labels(route, request.method, str(response.status)).inc()
+    metrics.HTTP_LATENCY.labels(route, request.method).observe(elapsed)
     log.info(
         "http_request",
         method=request.method,
         path=request.path,
         status=response.status,
-        latency_ms=round((time.perf_counter() - started) * 1000, 3),
+        latency_ms=round(elapsed * 1000, 3),
         remote_ip=request.remote,
     )
 
@@ -111,8 +124,8 @@ async def _mapped(call: Awaitable[web.StreamResponse]) -> web.StreamResponse:
         return error_response(exc.message, HTTP_STATUSES[exc.kind])
     except RequestError as exc:
         return error_response(exc.message, exc.status)
-    except web.HTTPMethodNotAllowed:
-        return json_response({"message": "Method Not Allowed"}, 405)
+    except web.HTTPMethodNotAllowed as exc:
+        return json_response({"message": "Method Not Allowed"}, 405, {"Allow": ", ".join(sorted(exc.allowed_methods))})
     except web.HTTPNotFound:
         return json_response({"message": "Not Found"}, 404)
     except web.HTTPException as exc:

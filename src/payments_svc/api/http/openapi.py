@@ -1,0 +1,206 @@
+"""The OpenAPI 3 description of the HTTP shim, built from the proto descriptors so
+message schemas cannot drift from the proto (a test also compares it with the
+committed openapi.json and with the aiohttp routes)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+
+from ...gen import payments_pb2 as pb
+
+F = FieldDescriptor
+_SCALARS = {
+    F.TYPE_STRING: {"type": "string"},
+    F.TYPE_BOOL: {"type": "boolean"},
+    F.TYPE_INT32: {"type": "integer", "format": "int32"},
+    F.TYPE_INT64: {"type": "integer", "format": "int64"},
+    F.TYPE_UINT64: {"type": "integer", "format": "int64", "minimum": 0},
+}
+ERROR = {"$ref": "#/components/schemas/Error"}
+HEADERS = [
+    {"name": "X-Request-ID", "in": "header", "required": True, "schema": {"type": "string", "minLength": 1},
+     "description": "Required on every call; echoed back."},
+    {"name": "X-API-Key", "in": "header", "required": True, "schema": {"type": "string", "minLength": 1}},
+]
+PATH_ID = {"name": "id", "in": "path", "required": True,
+           "schema": {"type": "integer", "minimum": 1, "maximum": 2**64 - 1, "description": "uint64"}}
+URL = {"type": "string", "maxLength": 1024, "pattern": "^\\s*[Hh][Tt][Tt][Pp][Ss]?://[^\\s/?#]+\\S*\\s*$"}
+# What the service checks beyond the proto's types (domain/validation.py). Where a
+# check depends on other fields or on configuration (recurring bounds, the provider's
+# currencies, PAYMENTS_MAX_AMOUNT_CENTS, allowed callback hosts) the description is
+# looser than the service and says so: anything it rejects, the service rejects too.
+CREATE_CONSTRAINTS: dict[str, dict[str, Any]] = {
+    "request_id": {"maxLength": 128, "description": "The idempotency key; blank: X-Request-ID."},
+    "caller_service": {"minLength": 1, "maxLength": 128, "pattern": "\\S"},
+    "resource_type": {"minLength": 1, "maxLength": 128, "pattern": "\\S"},
+    "resource_id": {"minLength": 1, "maxLength": 255, "pattern": "\\S"},
+    "customer_ref": {"maxLength": 255},
+    "amount_cents": {"minimum": 1, "description": "Minor units; at most PAYMENTS_MAX_AMOUNT_CENTS."},
+    "currency": {"pattern": "^\\s*[A-Za-z0-9]{1,12}\\s*$",
+                 "description": "3 letters (ISO 4217) for card providers; the asset code for Stellar."},
+    "recurring_interval": {"description": "Recurring payments: day, week, month or year (ignored for one-time payments)."},
+    "recurring_interval_count": {"description": "Recurring payments: 1 up to one year's worth of intervals."},
+    "status_callback_url": URL,
+    "success_url": {"anyOf": [{"type": "string", "pattern": "^\\s*$"}, URL]},
+    "cancel_url": {"anyOf": [{"type": "string", "pattern": "^\\s*$"}, URL]},
+    "metadata": {"maxProperties": 50, "propertyNames": {"maxLength": 40, "pattern": "^[^\\[\\]]*[^\\s\\[\\]][^\\[\\]]*$"},
+                 "additionalProperties": {"type": "string", "maxLength": 500}},
+}
+CREATE_REQUIRED = ["caller_service", "resource_type", "resource_id", "amount_cents", "currency", "payment_method",
+                   "payment_type", "status_callback_url"]
+PROVIDER_FILTERS = [p.name.removeprefix("PROVIDER_TYPE_").lower() for p in pb.ProviderType.DESCRIPTOR.values if p.number] + [
+    str(p.number) for p in pb.ProviderType.DESCRIPTOR.values if p.number]
+CREATE_ENUM_VALUES = {"payment_method": [1, 2], "payment_type": [1, 2]}
+
+
+def _field_schema(field: FieldDescriptor, *, accept_enum_names: bool) -> dict[str, Any]:
+    if field.message_type is not None and field.message_type.GetOptions().map_entry:
+        return {"type": "object", "additionalProperties": {"type": "string"}}
+    if field.type == F.TYPE_MESSAGE:
+        schema: dict[str, Any] = {"$ref": f"#/components/schemas/{field.message_type.name}"}
+    elif field.type == F.TYPE_ENUM:
+        values = [v.number for v in field.enum_type.values]
+        names = ", ".join(f"{v.number}={v.name}" for v in field.enum_type.values)
+        schema = {"type": "integer", "enum": values, "description": f"{field.enum_type.name}: {names}"}
+        if accept_enum_names:
+            prefix = field.enum_type.values[0].name.removesuffix("UNSPECIFIED")
+            labels = [v.name for v in field.enum_type.values] + [v.name.removeprefix(prefix).lower() for v in field.enum_type.values]
+            schema = {"oneOf": [schema, {"type": "string", "enum": labels}]}
+    else:
+        schema = dict(_SCALARS[field.type])
+    if field.is_repeated:
+        return {"type": "array", "items": schema}
+    return schema
+
+
+def message_schema(descriptor: Descriptor, *, request: bool = False) -> dict[str, Any]:
+    properties = {f.name: _field_schema(f, accept_enum_names=request) for f in descriptor.fields}
+    schema: dict[str, Any] = {"type": "object", "properties": properties}
+    if not request:
+        schema["required"] = [f.name for f in descriptor.fields if f.type != F.TYPE_MESSAGE or f.is_repeated]
+        schema["additionalProperties"] = False
+    return schema
+
+
+def _create_request_schema() -> dict[str, Any]:
+    schema = message_schema(pb.CreatePaymentRequest.DESCRIPTOR, request=True)
+    properties = schema["properties"]
+    for name, constraints in CREATE_CONSTRAINTS.items():
+        properties[name] = constraints if "anyOf" in constraints else {**properties[name], **constraints}
+    for name, values in CREATE_ENUM_VALUES.items():
+        numbers, names = properties[name]["oneOf"]
+        enum = properties[name]["oneOf"][0]["enum"]
+        numbers["enum"] = [v for v in enum if v in values]
+        names["enum"] = [n for n in names["enum"] if not n.endswith(("UNSPECIFIED", "unspecified"))]
+    schema["required"] = CREATE_REQUIRED
+    return schema
+
+
+def _with_nested(descriptors: list[Descriptor]) -> list[Descriptor]:
+    """The messages and every message they contain (maps excepted), each once."""
+    seen: dict[str, Descriptor] = {}
+    pending = list(descriptors)
+    while pending:
+        descriptor = pending.pop()
+        if descriptor.full_name in seen or descriptor.GetOptions().map_entry:
+            continue
+        seen[descriptor.full_name] = descriptor
+        pending.extend(f.message_type for f in descriptor.fields if f.message_type is not None)
+    return sorted(seen.values(), key=lambda d: d.name)
+
+
+def _responses(ok_status: int, ok_schema: str, *errors: int) -> dict[str, Any]:
+    out: dict[str, Any] = {str(ok_status): {"description": "OK", "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ok_schema}"}}}}}
+    for status in sorted({400, 401, 403, 503, *errors}):
+        out[str(status)] = {"description": "Error", "content": {"application/json": {"schema": ERROR}}}
+    return out
+
+
+def _body(schema: str, required: bool = True) -> dict[str, Any]:
+    return {"required": required, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}}}
+
+
+def _query(name: str, schema: dict[str, Any]) -> dict[str, Any]:
+    # An empty value means "not given" (as in the reference), whatever the type.
+    return {"name": name, "in": "query", "required": False, "allowEmptyValue": True, "schema": schema}
+
+
+def build_openapi() -> dict[str, Any]:
+    responses = [pb.PaymentEnvelopeResponse, pb.ListPaymentsResponse, pb.MessageResponse, pb.HealthResponse,
+                 pb.ListPaymentEventsResponse, pb.RefundPaymentResponse]
+    schemas = {d.name: message_schema(d) for d in _with_nested([m.DESCRIPTOR for m in responses])}
+    schemas["CreatePaymentRequest"] = _create_request_schema()
+    schemas["CancelPaymentRequest"] = {"type": "object", "properties": {"reason": {"type": "string", "maxLength": 255}}}
+    schemas["RefundPaymentRequest"] = {"type": "object", "properties": {
+        "request_id": {"type": "string", "maxLength": 128, "description": "The refund's idempotency key; default X-Request-ID."},
+        "amount_cents": {"type": "integer", "format": "int64", "minimum": 0, "description": "0: all still refundable."},
+        "reason": {"type": "string", "enum": ["", "duplicate", "fraudulent", "requested_by_customer"]}}}
+    schemas["Error"] = {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}
+    statuses = [v.number for v in pb.PaymentStatus.DESCRIPTOR.values if v.number]
+    paths = {
+        "/health": {"get": {"operationId": "Health", "parameters": HEADERS, "responses": _responses(200, "HealthResponse")}},
+        "/healthz": {"get": {"operationId": "Liveness", "description": "Liveness probe; no headers needed.",
+                             "responses": {"200": {"description": "The process serves."}}}},
+        "/readyz": {"get": {"operationId": "Readiness", "description": "Readiness probe; no headers needed.",
+                            "responses": {"200": {"description": "Ready."}, "503": {"description": "Not ready."}}}},
+        "/payments": {
+            "post": {"operationId": "CreatePayment", "parameters": HEADERS, "requestBody": _body("CreatePaymentRequest"),
+                     "description": "201 also on an idempotent replay (header idempotent-replayed: true).",
+                     "responses": _responses(201, "PaymentEnvelopeResponse", 409, 413, 422)},
+            "get": {"operationId": "ListPayments", "parameters": HEADERS + [
+                _query("request_id", {"type": "string"}), _query("caller_service", {"type": "string"}),
+                _query("resource_type", {"type": "string"}), _query("resource_id", {"type": "string"}),
+                _query("status", {"type": "integer", "enum": statuses}),
+                _query("provider", {"type": "string", "enum": PROVIDER_FILTERS}),
+                _query("limit", {"type": "integer", "minimum": 0, "maximum": 500}),
+                _query("offset", {"type": "integer", "minimum": 0, "maximum": 2**31 - 1})],
+                "responses": _responses(200, "ListPaymentsResponse")},
+        },
+        "/payments/{id}": {"get": {"operationId": "GetPayment", "parameters": HEADERS + [PATH_ID],
+                                   "responses": _responses(200, "PaymentEnvelopeResponse", 404)}},
+        "/payments/{id}/cancel": {"post": {"operationId": "CancelPayment", "parameters": HEADERS + [PATH_ID],
+                                           "requestBody": _body("CancelPaymentRequest", required=False),
+                                           "responses": _responses(200, "PaymentEnvelopeResponse", 404)}},
+        "/payments/{id}/refund": {"post": {"operationId": "RefundPayment", "parameters": HEADERS + [PATH_ID],
+                                           "requestBody": _body("RefundPaymentRequest", required=False),
+                                           "description": "Idempotent on request_id (header idempotent-replayed: true).",
+                                           "responses": _responses(200, "RefundPaymentResponse", 404, 422)}},
+        "/payments/{id}/callbacks/replay": {"post": {
+            "operationId": "ReplayCallback", "parameters": HEADERS + [PATH_ID],
+            "description": "Queues a new status callback delivery of the payment's current status.",
+            "responses": _responses(202, "PaymentEnvelopeResponse", 404)}},
+        "/webhooks/stripe": {"post": {
+            "operationId": "StripeWebhook",
+            "description": "Stripe's account-level webhook endpoint: no X-Request-ID or X-API-Key, the signature authenticates.",
+            "parameters": [{"name": "Stripe-Signature", "in": "header", "required": True, "schema": {"type": "string"}}],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}},
+            "responses": {k: v for k, v in _responses(200, "MessageResponse", 404, 413).items() if k not in ("401", "403")}}},
+        "/payments/{id}/events": {"get": {"operationId": "ListPaymentEvents", "parameters": HEADERS + [
+            PATH_ID, _query("limit", {"type": "integer", "minimum": 0, "maximum": 500}),
+            _query("after_event_id", {"type": "integer", "minimum": 0, "maximum": 2**63 - 1})],
+            "responses": _responses(200, "ListPaymentEventsResponse", 404)}},
+        "/webhooks/providers/{provider}/{hash}": {"post": {
+            "operationId": "HandleProviderCallback",
+            "parameters": HEADERS + [
+                {"name": "provider", "in": "path", "required": True, "schema": {"type": "string"}},
+                {"name": "hash", "in": "path", "required": True, "schema": {"type": "string"}},
+                {"name": "Stripe-Signature", "in": "header", "required": False, "schema": {"type": "string"}},
+                {"name": "X-Provider-Signature", "in": "header", "required": False, "schema": {"type": "string"}}],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}},
+            "description": "The provider's raw webhook body, or {\"payload\": \"<raw>\", \"signature\": \"<header>\"}.",
+            "responses": _responses(200, "MessageResponse", 404, 413)}},
+    }
+    # Links from a created payment to the operations on it (for clients and stateful testing).
+    paths["/payments"]["post"]["responses"]["201"]["links"] = {
+        op: {"operationId": op, "parameters": {"id": "$response.body#/payment/id"}}
+        for op in ("GetPayment", "CancelPayment", "ListPaymentEvents", "RefundPayment", "ReplayCallback")
+    }
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "payments-svc HTTP shim", "version": "1",
+                 "description": "The same operations as gRPC payments.PaymentsService, as JSON."},
+        "paths": paths,
+        "components": {"schemas": schemas},
+    }

@@ -1,0 +1,105 @@
+"""Prometheus metrics (prometheus-client). One registry per process; with
+`serve --processes N` the children share PROMETHEUS_MULTIPROC_DIR so any of them
+answers /metrics for all."""
+
+from __future__ import annotations
+
+import inspect
+import os
+import time
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+    start_http_server,
+)
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+GRPC_REQUESTS = Counter("payments_grpc_requests_total", "gRPC requests to payments.PaymentsService.", ["method", "code"])
+GRPC_LATENCY = Histogram("payments_grpc_request_duration_seconds", "gRPC request latency.", ["method"], buckets=LATENCY_BUCKETS)
+HTTP_REQUESTS = Counter("payments_http_requests_total", "HTTP requests.", ["route", "method", "status"])
+HTTP_LATENCY = Histogram("payments_http_request_duration_seconds", "HTTP request latency.", ["route", "method"], buckets=LATENCY_BUCKETS)
+STATUS_TRANSITIONS = Counter("payments_status_transitions_total", "Payment status changes.", ["from_status", "to_status"])
+PROVIDER_CALLS = Counter("payments_provider_calls_total", "Calls to payment providers.", ["provider", "operation", "outcome"])
+PROVIDER_LATENCY = Histogram("payments_provider_call_duration_seconds", "Payment provider call latency.",
+                             ["provider", "operation"], buckets=LATENCY_BUCKETS)
+OUTBOX_DUE = Gauge("payments_callback_outbox_due", "Status callbacks due for delivery now.", multiprocess_mode="max")
+OUTBOX_OLDEST_DUE_AGE = Gauge("payments_callback_outbox_oldest_due_age_seconds",
+                              "How long the oldest due status callback has been waiting.", multiprocess_mode="max")
+DELIVERY_ATTEMPTS = Counter("payments_callback_delivery_attempts_total", "Status callback delivery attempts.", ["outcome"])
+JOB_RUNS = Counter("payments_job_runs_total", "Background job batches.", ["job", "outcome"])
+JOB_DURATION = Histogram("payments_job_run_duration_seconds", "Background job batch duration.", ["job"],
+                         buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300))
+WATCHER_LAG = Gauge("payments_stellar_watcher_lag_seconds",
+                    "Age of the newest Horizon record the Stellar watcher has applied.", multiprocess_mode="max")
+
+
+def render() -> tuple[bytes, str]:
+    """The exposition text and its content type."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+def serve_worker_metrics(port: int | None) -> None:
+    """Workers have no HTTP server of their own: expose /metrics on `port` if set."""
+    if port:
+        start_http_server(port)
+
+
+class MeteredProvider:
+    """Wraps a provider: every coroutine method call is counted and timed."""
+
+    def __init__(self, inner: Any):
+        self._inner = inner
+        self.type = inner.type
+        self._timed: dict[str, Any] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._inner, name)
+        if name.startswith("_") or not inspect.iscoroutinefunction(attribute):
+            return attribute
+        timed = self._timed.get(name)
+        if timed is None:
+            timed = self._timed[name] = _timed_call(self.type.code, name, attribute)
+        return timed
+
+
+def _timed_call(provider: str, operation: str, method):
+    calls_ok = PROVIDER_CALLS.labels(provider, operation, "ok")
+    latency = PROVIDER_LATENCY.labels(provider, operation)
+
+    async def call(*args, **kwargs):
+        started = time.perf_counter()
+        try:
+            result = await method(*args, **kwargs)
+        except BaseException as exc:
+            PROVIDER_CALLS.labels(provider, operation, _outcome(exc)).inc()
+            raise
+        finally:
+            latency.observe(time.perf_counter() - started)
+        calls_ok.inc()
+        return result
+
+    return call
+
+
+def _outcome(exc: BaseException) -> str:
+    retryable = getattr(exc, "retryable", None)
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    if retryable is True:
+        return "unavailable"
+    if retryable is False:
+        return "rejected"
+    return "error"

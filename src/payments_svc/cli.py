@@ -13,7 +13,7 @@ import click
 from .auth.caller import parse_acts_for
 from .auth.keys import ApiKeyRepository
 from .config import ConfigError, Settings, load_settings, redact_url
-from .db.engine import Database, create_engine
+from .db.engine import Database, open_database
 from .db.migrate import MigrationError, migrate
 from .jobs.commands import callbacks, expire, reconcile, signing_secret
 from .logs import configure_logging
@@ -37,7 +37,7 @@ def _run(coro) -> None:
 
 
 async def _with_db(settings: Settings, action):
-    db = Database(create_engine(settings))
+    db = open_database(settings)
     try:
         return await action(db)
     finally:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from .auth.authenticators import Authenticator, BuiltinKeyAuthenticator, ExternalAuthenticator
 from .config import ConfigError, Settings
-from .db.engine import Database, create_engine
+from .db.engine import Database, open_database
 from .db.migrate import CURRENT_VERSION, current_version
 from .providers.registry import ProviderRegistry
 from .providers.sandbox import SandboxProvider
@@ -78,7 +78,7 @@ def build_authenticator(settings: Settings, db: Database) -> Authenticator:
 
 
 def build_container(settings: Settings) -> Container:
-    db = Database(create_engine(settings))
+    db = open_database(settings)
     providers = build_providers(settings)
     return Container(
         settings=settings,

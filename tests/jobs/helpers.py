@@ -24,7 +24,7 @@ from aiohttp import web
 
 from payments_svc.clock import utcnow
 from payments_svc.config import load_settings
-from payments_svc.db.engine import Database, create_engine
+from payments_svc.db.engine import open_database
 from payments_svc.db.migrate import migrate
 from payments_svc.db.tables import callback_deliveries, payments
 from payments_svc.domain.enums import DeliveryStatus, PaymentStatus
@@ -157,7 +157,7 @@ def command(request_id: str, callback_url: str = "https://shop.example/cb", **ov
 
 
 async def migrate_database(database_url: str) -> None:
-    db = Database(create_engine(load_settings(base_env(database_url))))
+    db = open_database(load_settings(base_env(database_url)))
     try:
         await migrate(db)
     finally:
@@ -166,7 +166,7 @@ async def migrate_database(database_url: str) -> None:
 
 async def seed_due_callbacks(database_url: str, count: int, callback_url: str, *, caller: str = "shop") -> list[str]:
     """`count` canceled payments, each with one due callback; returns the delivery ids."""
-    db = Database(create_engine(load_settings(base_env(database_url))))
+    db = open_database(load_settings(base_env(database_url)))
     now = utcnow() - timedelta(seconds=1)
     tag = uuid.uuid4().hex[:8]
     rows = [
@@ -198,7 +198,7 @@ async def seed_due_callbacks(database_url: str, count: int, callback_url: str, *
 
 
 async def delivery_rows(database_url: str) -> dict[str, sa.Row]:
-    db = Database(create_engine(load_settings(base_env(database_url))))
+    db = open_database(load_settings(base_env(database_url)))
     try:
         async with db.read() as conn:
             return {r.delivery_id: r for r in await conn.execute(sa.select(callback_deliveries))}

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 
 from payments_svc.clock import utcnow
 from payments_svc.config import load_settings
-from payments_svc.db.engine import Database, create_engine
+from payments_svc.db.engine import open_database
 from payments_svc.db.tables import callback_attempts, payments
 from payments_svc.domain.enums import DeliveryStatus, PaymentStatus
 from payments_svc.gen import payments_pb2 as pb
@@ -182,7 +182,7 @@ async def test_reconcile_and_expire_one_off_runs_on_mariadb(tmp_path):
     migrated = new_database("mysql", tmp_path)
     await migrate_database(migrated.url)
     settings = load_settings(base_env(migrated.url))
-    db = Database(create_engine(settings))
+    db = open_database(settings)
     now = utcnow()
     base = dict(caller_service="shop", request_fingerprint="0" * 64, resource_type="order", resource_id="o", amount_cents=100,
                 currency="USD", payment_method=1, payment_type=1, provider=100, provider_callback_url="http://x/cb",
@@ -265,7 +265,7 @@ async def test_replay_and_delivery_state_over_http_and_grpc(migrated_sqlite, tmp
             async with http.get(f"/payments/{payment_id}/events") as resp:
                 kinds = [e["event_type"] for e in (await resp.json())["events"]]
             assert kinds.count("callback_dispatched") == 3 and kinds.count("callback_replay_requested") == 2
-        db = Database(create_engine(load_settings(base_env(migrated_sqlite.url))))
+        db = open_database(load_settings(base_env(migrated_sqlite.url)))
         try:
             async with db.read() as conn:
                 assert (await conn.execute(sa.select(sa.func.count()).select_from(callback_attempts))).scalar() == 3

@@ -7,7 +7,7 @@ import pymysql
 import pytest
 
 from payments_svc.config import load_settings
-from payments_svc.db.engine import Database, create_engine
+from payments_svc.db.engine import open_database
 from payments_svc.db.migrate import CURRENT_VERSION, MigrationError, current_version, migrate
 
 from ..support import REPO, _mysql_connect, base_env, new_database
@@ -48,7 +48,7 @@ async def test_schema_sql_matches_the_sqlalchemy_tables(tmp_path):
                 if "".join(lines).strip():
                     cur.execute("\n".join(lines))
         conn.close()
-        db = Database(create_engine(load_settings(base_env(from_tables.url))))
+        db = open_database(load_settings(base_env(from_tables.url)))
         await migrate(db)
         await db.close()
         sql_schema, table_schema = _describe(from_sql.name), _describe(from_tables.name)
@@ -61,7 +61,7 @@ async def test_schema_sql_matches_the_sqlalchemy_tables(tmp_path):
 @pytest.mark.parametrize("backend", ["sqlite", "mysql"])
 async def test_migrate_creates_then_reports_up_to_date(backend, tmp_path):
     target = new_database(backend, tmp_path)
-    db = Database(create_engine(load_settings(base_env(target.url))))
+    db = open_database(load_settings(base_env(target.url)))
     try:
         assert await current_version(db) is None
         assert await migrate(db) == list(range(1, CURRENT_VERSION + 1))
@@ -78,7 +78,7 @@ async def test_migrate_refuses_a_foreign_payments_table(tmp_path):
     with conn.cursor() as cur:
         cur.execute("CREATE TABLE payments (id BIGINT PRIMARY KEY)")
     conn.close()
-    db = Database(create_engine(load_settings(base_env(target.url))))
+    db = open_database(load_settings(base_env(target.url)))
     try:
         with pytest.raises(MigrationError, match="did not create"):
             await migrate(db)

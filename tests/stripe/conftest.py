@@ -17,7 +17,7 @@ import pytest
 
 from payments_svc.auth.keys import ApiKeyRepository
 from payments_svc.config import load_settings
-from payments_svc.db.engine import Database, create_engine
+from payments_svc.db.engine import open_database
 from payments_svc.db.migrate import migrate
 from payments_svc.gen import payments_pb2 as pb
 from payments_svc.gen import payments_pb2_grpc
@@ -80,7 +80,7 @@ def deployment(fake, module_database, tmp_path_factory):
 
 
 async def _migrate_and_create_key(settings) -> str:
-    db = Database(create_engine(settings))
+    db = open_database(settings)
     try:
         await migrate(db)
         async with db.transaction() as conn:

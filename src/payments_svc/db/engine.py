@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -13,18 +14,34 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from ..config import Settings
 
 
-def create_engine(settings: Settings) -> AsyncEngine:
+def open_database(settings: Settings) -> Database:
     url = make_url(settings.database_url)
     if url.get_backend_name() == "sqlite":
-        return _create_sqlite_engine(url)
-    return create_async_engine(
-        url,
+        return Database(_create_sqlite_engine(url))
+    common = dict(
         pool_size=settings.db_pool_size,
         max_overflow=0,
         pool_recycle=settings.db_pool_recycle_seconds,
         pool_pre_ping=False,
+        # Transactions end in COMMIT or ROLLBACK (Database.transaction) and reads run in
+        # autocommit: the pool's own ROLLBACK on every check-in would be a wasted round trip.
+        pool_reset_on_return=None,
         connect_args={"init_command": "SET time_zone = '+00:00'", "autocommit": False},
     )
+    # Reads get their own pool, in autocommit from the connect on: one round trip a query,
+    # no isolation level switched back and forth per checkout.
+    read_engine = create_async_engine(url, isolation_level="AUTOCOMMIT", **common)
+
+    # SQLAlchemy ends every connection use with the driver's rollback(), which aiomysql
+    # sends to the server even in autocommit, where there is nothing to roll back: a
+    # wasted round trip per read. This engine's connections only ever run in autocommit.
+    read_engine.sync_engine.dialect.do_rollback = _nothing
+
+    return Database(create_async_engine(url, **common), read_engine=read_engine)
+
+
+def _nothing(_dbapi_connection) -> None:
+    return None
 
 
 def _create_sqlite_engine(url) -> AsyncEngine:
@@ -54,11 +71,12 @@ def _create_sqlite_engine(url) -> AsyncEngine:
 
 
 class Database:
-    """Owns the engine. `transaction()` for writes (all or nothing), `read()` for
+    """Owns the engines. `transaction()` for writes (all or nothing), `read()` for
     single consistent-enough reads without a transaction round trip."""
 
-    def __init__(self, engine: AsyncEngine):
+    def __init__(self, engine: AsyncEngine, *, read_engine: AsyncEngine | None = None):
         self.engine = engine
+        self._read_engine = read_engine
 
     @property
     def dialect(self) -> str:
@@ -66,13 +84,28 @@ class Database:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
-        async with self.engine.begin() as conn:
-            yield conn
+        async with self.engine.connect() as conn:
+            try:
+                async with conn.begin():
+                    yield conn
+            except asyncio.CancelledError:
+                # Cancelled mid-transaction, the ROLLBACK may not have reached the server:
+                # never hand this connection to the next request.
+                await conn.invalidate()
+                raise
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
-        async with self.engine.connect() as conn:
-            yield await conn.execution_options(isolation_level="AUTOCOMMIT")
+        if self._read_engine is None:  # SQLite: one engine, reads outside BEGIN IMMEDIATE
+            async with self.engine.connect() as conn:
+                yield await conn.execution_options(isolation_level="AUTOCOMMIT")
+            return
+        async with self._read_engine.connect() as conn:
+            try:
+                yield conn
+            except asyncio.CancelledError:
+                await conn.invalidate()  # a half-read result would confuse the next reader
+                raise
 
     async def ping(self) -> None:
         async with self.read() as conn:
@@ -80,3 +113,5 @@ class Database:
 
     async def close(self) -> None:
         await self.engine.dispose()
+        if self._read_engine is not None:
+            await self._read_engine.dispose()

@@ -16,7 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ..clock import utcnow
 from ..config import ConfigError, Settings, load_settings
-from ..db.engine import Database, create_engine
+from ..db.engine import open_database
 from ..logs import configure_logging
 from ..metrics import serve_worker_metrics
 from ..repository.signing_secrets import SigningSecretExists, SigningSecretRepository
@@ -46,7 +46,7 @@ async def _run(settings: Settings, build: Callable[[PaymentService], Job], inter
 
     stop = asyncio.Event()
     install_stop_handlers(stop)  # first: a SIGTERM during start-up still ends in an orderly exit
-    db = Database(create_engine(settings))
+    db = open_database(settings)
     try:
         await db.ping()
         await check_schema(db)
@@ -135,7 +135,7 @@ def signing_secret(service_name: str, rotate: bool, grace_hours: float) -> None:
     settings = _settings()
 
     async def create() -> str:
-        db = Database(create_engine(settings))
+        db = open_database(settings)
         try:
             async with db.transaction() as conn:
                 return await SigningSecretRepository(conn).create(

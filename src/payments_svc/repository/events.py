@@ -11,6 +11,8 @@ from ..db.tables import payment_events
 from ..domain.enums import PaymentStatus
 from ..domain.payment import PaymentEvent
 
+_INSERT = payment_events.insert()  # built once: only the parameters change per event
+
 
 class EventRepository:
     def __init__(self, conn: AsyncConnection):
@@ -30,7 +32,8 @@ class EventRepository:
         payload: str | None = None,
     ) -> None:
         await self.conn.execute(
-            payment_events.insert().values(
+            _INSERT,
+            dict(
                 payment_id=payment_id,
                 event_type=event_type,
                 old_status=None if old_status is None else int(old_status),

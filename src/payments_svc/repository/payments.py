@@ -16,6 +16,7 @@ from ..domain.enums import PaymentMethod, PaymentStatus, PaymentType, ProviderTy
 from ..domain.payment import ListPaymentsQuery, Payment
 
 MAX_ROW_ID = 2**63 - 1
+_INSERT = payments.insert()  # built once: only the parameters change per payment
 
 
 class DuplicatePaymentKey(Exception):
@@ -71,7 +72,7 @@ class PaymentRepository:
         row = dict(values)
         row["metadata_json"] = json.dumps(row.pop("metadata"), ensure_ascii=False, separators=(",", ":"))
         try:
-            result = await self.conn.execute(payments.insert().values(**row))
+            result = await self.conn.execute(_INSERT, row)
         except IntegrityError as exc:
             raise DuplicatePaymentKey() from exc
         payment_id = result.inserted_primary_key[0]

@@ -22,8 +22,8 @@ class CallbackService:
 
     async def get_payment_with_delivery(self, caller: Caller, payment_id: int) -> tuple[Payment, CallbackDelivery | None]:
         """The payment (scoped to the caller, as GetPayment) and its latest callback delivery."""
-        payment = await self.payments.get_payment(caller, payment_id)
         async with self.payments.db.read() as conn:
+            payment = await self.payments.get_visible_payment(conn, caller, payment_id)
             return payment, await DeliveryRepository(conn).latest_for_payment(payment.id)
 
     async def replay(self, caller: Caller, payment_id: int) -> tuple[Payment, CallbackDelivery]:

@@ -198,6 +198,12 @@ class PaymentService:
             create_lease_until=None,
         )
         change = StatusChange(checkout.initial_status, "checkout_created", values=values, announce=False)
+        try:
+            # The common case in one round of statements: the row is still the CREATED one we hold.
+            async with self.db.transaction() as conn:
+                return await apply_status_change(conn, payment, change, utcnow())
+        except ConcurrentUpdate:
+            pass
 
         def decide(current: Payment) -> StatusChange | None:
             if current.status != PaymentStatus.CREATED:
@@ -231,9 +237,14 @@ class PaymentService:
     # ---- read ---------------------------------------------------------------
 
     async def get_payment(self, caller: Caller, payment_id: int) -> Payment:
-        validate_payment_id(payment_id)
         async with self.db.read() as conn:
-            payment = await PaymentRepository(conn).get(payment_id)
+            return await self.get_visible_payment(conn, caller, payment_id)
+
+    @staticmethod
+    async def get_visible_payment(conn, caller: Caller, payment_id: int) -> Payment:
+        """The payment if this caller may see it, on the caller's connection."""
+        validate_payment_id(payment_id)
+        payment = await PaymentRepository(conn).get(payment_id)
         if payment is None or not caller.may_act_for(payment.caller_service):
             raise NotFoundError()  # another caller's payment is as good as absent
         return payment

@@ -10,7 +10,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ..config import ConfigError, Settings, load_settings
 from ..container import check_schema
-from ..db.engine import Database, create_engine
+from ..db.engine import open_database
 from ..logs import configure_logging
 from ..metrics import serve_worker_metrics
 from .sync import HorizonUnavailable, sync_stellar_payments
@@ -49,7 +49,7 @@ def watch(ctx: click.Context, worker: bool) -> None:
 
 
 async def _watch(settings: Settings, worker: bool) -> int | None:
-    db = Database(create_engine(settings))
+    db = open_database(settings)
     try:
         await check_schema(db)
         serve_worker_metrics(settings.metrics_port)

@@ -12,21 +12,12 @@ import click
 
 from .auth.caller import parse_acts_for
 from .auth.keys import ApiKeyRepository
-from .config import ConfigError, Settings, load_settings, redact_url
+from .cli_settings import command_settings
+from .config import ConfigError, Settings, redact_url
 from .db.engine import Database, open_database
 from .db.migrate import MigrationError, migrate
 from .jobs.commands import callbacks, expire, reconcile, signing_secret
-from .logs import configure_logging
 from .stellar.commands import stellar
-
-
-def _settings() -> Settings:
-    try:
-        settings = load_settings()
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
-    configure_logging(settings.log_level)
-    return settings
 
 
 def _run(coro) -> None:
@@ -60,7 +51,7 @@ def serve(ctx: click.Context, processes: int) -> None:
     """Serve gRPC (GRPC_PORT) and HTTP (HTTP_PORT) until SIGTERM."""
     if ctx.obj["worker"]:
         raise click.UsageError("serve does not take --worker; run the job commands as workers")
-    settings = _settings()
+    settings = command_settings()
     from .server import CHILD_ENV, serve_processes
     from .server import serve as run_server
 
@@ -77,7 +68,7 @@ def db() -> None:
 @db.command("migrate")
 def db_migrate() -> None:
     """Create the schema, or upgrade it to this release."""
-    settings = _settings()
+    settings = command_settings()
 
     async def action(database: Database):
         applied = await migrate(database)
@@ -96,7 +87,7 @@ def keys() -> None:
 @click.option("--acts-for", multiple=True, help="Another caller service this key may act for ('*' for any: a gateway).")
 def keys_create(service_name: str, acts_for: tuple[str, ...]) -> None:
     """Create a key and print it once; only its hash is stored."""
-    settings = _settings()
+    settings = command_settings()
 
     async def action(database: Database):
         async with database.transaction() as conn:
@@ -110,7 +101,7 @@ def keys_create(service_name: str, acts_for: tuple[str, ...]) -> None:
 @keys.command("list")
 def keys_list() -> None:
     """List keys (prefixes only)."""
-    settings = _settings()
+    settings = command_settings()
 
     async def action(database: Database):
         async with database.read() as conn:
@@ -127,7 +118,7 @@ def keys_list() -> None:
 @click.argument("key_id", type=int)
 def keys_revoke(key_id: int) -> None:
     """Revoke a key by id (takes effect within the auth cache TTL)."""
-    settings = _settings()
+    settings = command_settings()
 
     async def action(database: Database):
         async with database.transaction() as conn:

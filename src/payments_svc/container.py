@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .auth.authenticators import Authenticator, BuiltinKeyAuthenticator, ExternalAuthenticator
+from .auth.authenticators import Authenticator, BuiltinKeyAuthenticator, CachingAuthenticator, ExternalAuthenticator
 from .config import ConfigError, Settings
 from .db.engine import Database, open_database
 from .db.migrate import CURRENT_VERSION, current_version
@@ -67,14 +67,15 @@ def build_authenticator(settings: Settings, db: Database) -> Authenticator:
     if settings.auth_service_addr:
         if not settings.app_api_key:
             raise ConfigError("APP_API_KEY is required when AUTH_SERVICE_GRPC_ADDR is set (it authenticates us to Auth)")
-        return ExternalAuthenticator(
+        inner: Authenticator = ExternalAuthenticator(
             settings.auth_service_addr,
             app_api_key=settings.app_api_key,
             service_name=settings.service_name,
-            cache_ttl_seconds=settings.auth_cache_ttl_seconds,
             timeout_seconds=settings.auth_timeout_seconds,
         )
-    return BuiltinKeyAuthenticator(db, settings.auth_cache_ttl_seconds)
+    else:
+        inner = BuiltinKeyAuthenticator(db)
+    return CachingAuthenticator(inner, settings.auth_cache_ttl_seconds)
 
 
 def build_container(settings: Settings) -> Container:

@@ -27,20 +27,31 @@ class Authenticator(Protocol):
     async def close(self) -> None: ...
 
 
-def _cache_key(api_key: str) -> str:
-    return hashlib.sha256(api_key.encode()).hexdigest()  # never keep clear keys in memory longer than needed
+class CachingAuthenticator:
+    """Remembers the Caller of a key for the TTL, so a key is validated once per TTL,
+    not once per request. Refusals are not remembered."""
+
+    def __init__(self, inner: Authenticator, ttl_seconds: float):
+        self._inner = inner
+        self._cache: TTLCache[Caller] = TTLCache(ttl_seconds)
+
+    async def authenticate(self, api_key: str) -> Caller:
+        key = hashlib.sha256(api_key.encode()).hexdigest()  # clear keys are not kept in memory
+        caller = self._cache.get(key)
+        if caller is None:
+            caller = await self._inner.authenticate(api_key)
+            self._cache.put(key, caller)
+        return caller
+
+    async def close(self) -> None:
+        await self._inner.close()
 
 
 class BuiltinKeyAuthenticator:
-    def __init__(self, db: Database, cache_ttl_seconds: float):
+    def __init__(self, db: Database):
         self._db = db
-        self._cache: TTLCache[Caller] = TTLCache(cache_ttl_seconds)
 
     async def authenticate(self, api_key: str) -> Caller:
-        key = _cache_key(api_key)
-        caller = self._cache.get(key)
-        if caller is not None:
-            return caller
         try:
             async with self._db.read() as conn:
                 caller = await ApiKeyRepository(conn).find_active(api_key)
@@ -48,7 +59,6 @@ class BuiltinKeyAuthenticator:
             raise ServiceUnavailableError("authentication is unavailable; retry later") from exc
         if caller is None:
             raise UnauthenticatedError(INVALID_KEY)
-        self._cache.put(key, caller)
         return caller
 
     async def close(self) -> None:
@@ -59,19 +69,14 @@ class ExternalAuthenticator:
     """The reference's auth.AuthService/ValidateInternalAccess. A key is granted
     other callers by allowed_access entries "<service>:caller:<name>" (or ":caller:*")."""
 
-    def __init__(self, address: str, *, app_api_key: str, service_name: str, cache_ttl_seconds: float, timeout_seconds: float):
+    def __init__(self, address: str, *, app_api_key: str, service_name: str, timeout_seconds: float):
         self._channel = grpc.aio.insecure_channel(address)
         self._stub = auth_pb2_grpc.AuthServiceStub(self._channel)
         self._app_api_key = app_api_key
         self._service_name = service_name
         self._timeout = timeout_seconds
-        self._cache: TTLCache[Caller] = TTLCache(cache_ttl_seconds)
 
     async def authenticate(self, api_key: str) -> Caller:
-        key = _cache_key(api_key)
-        caller = self._cache.get(key)
-        if caller is not None:
-            return caller
         try:
             response = await self._stub.ValidateInternalAccess(
                 auth_pb2.ValidateInternalAccessRequest(api_key=api_key),
@@ -87,9 +92,7 @@ class ExternalAuthenticator:
             raise PermissionDeniedError("forbidden")
         prefix = f"{self._service_name}:caller:"
         acts_for = frozenset(a[len(prefix):] for a in response.allowed_access if a.startswith(prefix))
-        caller = Caller(response.service_name, acts_for)
-        self._cache.put(key, caller)
-        return caller
+        return Caller(response.service_name, acts_for)
 
     async def close(self) -> None:
         await self._channel.close()

@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING
 import click
 from sqlalchemy.exc import SQLAlchemyError
 
+from ..cli_settings import command_settings
 from ..clock import utcnow
-from ..config import ConfigError, Settings, load_settings
+from ..config import ConfigError, Settings
 from ..db.engine import open_database
-from ..logs import configure_logging
 from ..metrics import serve_worker_metrics
 from ..repository.signing_secrets import SigningSecretExists, SigningSecretRepository
 
@@ -28,15 +28,6 @@ if TYPE_CHECKING:
 worker_option = click.option(
     "--worker", is_flag=True, help="Run a batch every interval until SIGTERM, instead of one batch."
 )
-
-
-def _settings() -> Settings:
-    try:
-        settings = load_settings()
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
-    configure_logging(settings.log_level)
-    return settings
 
 
 async def _run(settings: Settings, build: Callable[[PaymentService], Job], interval: float, worker: bool) -> int:
@@ -64,7 +55,7 @@ async def _run(settings: Settings, build: Callable[[PaymentService], Job], inter
 
 def _start(ctx: click.Context, worker: bool, build: Callable[[PaymentService], Job], interval_setting: str) -> None:
     """Exit status: 0, or 1 when a one-off batch had failures or the job could not start."""
-    settings = _settings()
+    settings = command_settings()
     worker = worker or bool((ctx.obj or {}).get("worker"))  # `payments-svc --worker <job>` sets it on the root
     try:
         code = asyncio.run(_run(settings, build, getattr(settings, interval_setting), worker))
@@ -132,7 +123,7 @@ def signing_secret(service_name: str, rotate: bool, grace_hours: float) -> None:
     service_name = service_name.strip()
     if not service_name or len(service_name) > 128:
         raise click.BadParameter("must be 1..128 characters", param_hint="--service")
-    settings = _settings()
+    settings = command_settings()
 
     async def create() -> str:
         db = open_database(settings)

@@ -3,6 +3,8 @@ callback_attempts log. Rows are written by OutboxRepository.enqueue."""
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -42,22 +44,17 @@ class Outcome:
     next_attempt_at: datetime | None  # only while PENDING
 
 
-def _to_delivery(row: Any) -> CallbackDelivery:
-    m = row._mapping
-    return CallbackDelivery(
-        id=m["id"],
-        delivery_id=m["delivery_id"],
-        payment_id=m["payment_id"],
-        caller_service=m["caller_service"],
-        event_type=m["event_type"],
-        payment_status=PaymentStatus(m["payment_status"]),
-        status=DeliveryStatus(m["status"]),
-        attempts=m["attempts"],
-        next_attempt_at=m["next_attempt_at"],
-        last_error=m["last_error"],
-        last_status_code=m["last_status_code"],
-        created_at=m["created_at"],
-    )
+# The columns a CallbackDelivery is made of, in its fields' order (reads select only these).
+DELIVERY_COLUMNS = tuple(callback_deliveries.c[f.name] for f in dataclasses.fields(CallbackDelivery))
+_PAYMENT_STATUS_AT, _STATUS_AT = (DELIVERY_COLUMNS.index(callback_deliveries.c[n]) for n in ("payment_status", "status"))
+
+
+def _to_delivery(row: Sequence[Any]) -> CallbackDelivery:
+    """The CallbackDelivery in a row of DELIVERY_COLUMNS (by position: cheaper than by name)."""
+    values = list(row)
+    values[_PAYMENT_STATUS_AT] = PaymentStatus(values[_PAYMENT_STATUS_AT])
+    values[_STATUS_AT] = DeliveryStatus(values[_STATUS_AT])
+    return CallbackDelivery(*values)
 
 
 class DeliveryRepository:
@@ -82,7 +79,7 @@ class DeliveryRepository:
         not due until their lease ends; SQLite's write lock serialises claimers instead."""
         d = callback_deliveries.c
         stmt = (
-            sa.select(callback_deliveries)
+            sa.select(*DELIVERY_COLUMNS)
             .where(
                 d.status == int(DeliveryStatus.PENDING),
                 d.next_attempt_at <= now,
@@ -145,17 +142,8 @@ class DeliveryRepository:
                 .values(lease_owner=None, lease_until=None)
             )
 
-    async def latest_for_payment(self, payment_id: int) -> CallbackDelivery | None:
-        d = callback_deliveries.c
-        row = (
-            await self.conn.execute(
-                sa.select(callback_deliveries).where(d.payment_id == payment_id).order_by(d.id.desc()).limit(1)
-            )
-        ).first()
-        return _to_delivery(row) if row else None
-
     async def get_by_delivery_id(self, delivery_id: str) -> CallbackDelivery | None:
         row = (
-            await self.conn.execute(sa.select(callback_deliveries).where(callback_deliveries.c.delivery_id == delivery_id))
+            await self.conn.execute(sa.select(*DELIVERY_COLUMNS).where(callback_deliveries.c.delivery_id == delivery_id))
         ).first()
         return _to_delivery(row) if row else None

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from ..db.tables import payments
 from ..domain.enums import PaymentStatus
 from ..domain.payment import Payment
-from .payments import _to_payment
+from .payments import PAYMENT_COLUMNS, _to_payment
 
 OPEN_STATUSES = (PaymentStatus.CREATED, PaymentStatus.PENDING, PaymentStatus.PROCESSING)
 
@@ -58,7 +58,7 @@ class PaymentJobRepository:
     async def _claim(self, condition, order_by, *, now: datetime, limit: int, lease_until: datetime) -> list[ClaimedPayment]:
         p = payments.c
         stmt = (
-            sa.select(payments)
+            sa.select(*PAYMENT_COLUMNS, payments.c.reconcile_attempts)
             .where(condition, sa.or_(p.job_lease_until.is_(None), p.job_lease_until <= now))
             .order_by(*order_by)
             .limit(limit)

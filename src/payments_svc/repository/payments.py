@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -11,56 +12,57 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from ..db.tables import payments
+from ..db.tables import callback_deliveries, payments
 from ..domain.enums import PaymentMethod, PaymentStatus, PaymentType, ProviderType
 from ..domain.payment import ListPaymentsQuery, Payment
+from .deliveries import DELIVERY_COLUMNS, CallbackDelivery, _to_delivery
 
 MAX_ROW_ID = 2**63 - 1
 _INSERT = payments.insert()  # built once: only the parameters change per payment
+
+# The columns a Payment is made of, in its fields' order. Reads select only these: the
+# driver parses a column definition per selected column on every query, and the job
+# bookkeeping columns (reconcile_*, job_lease_until) are not part of a Payment.
+PAYMENT_COLUMNS = tuple(
+    payments.c["metadata_json" if f.name == "metadata" else f.name] for f in dataclasses.fields(Payment)
+)
+_CONVERSIONS = {"status": PaymentStatus, "payment_method": PaymentMethod, "payment_type": PaymentType,
+                "provider": ProviderType, "metadata": json.loads, "attention_required": bool}
+_CONVERT_AT = tuple((i, _CONVERSIONS[f.name]) for i, f in enumerate(dataclasses.fields(Payment)) if f.name in _CONVERSIONS)
+
+# Statements built once (bound parameters only): no statement construction and no cache
+# key computed per query.
+_GET = sa.select(*PAYMENT_COLUMNS).where(payments.c.id == sa.bindparam("id"))
+_GET_FOR_UPDATE = _GET.with_for_update()
+_FIND_BY_KEY = sa.select(*PAYMENT_COLUMNS).where(
+    payments.c.caller_service == sa.bindparam("caller_service"), payments.c.request_id == sa.bindparam("request_id")
+)
+# The SET clause comes from the parameters' column names (the bind names of the WHERE clause
+# are not column names).
+_UPDATE_IF_STATUS = payments.update().where(
+    payments.c.id == sa.bindparam("where_id"), payments.c.status == sa.bindparam("where_status")
+)
+# GetPayment's payment and its latest callback delivery (if any) in one query.
+_d = callback_deliveries.c
+_GET_WITH_LATEST_DELIVERY = (
+    sa.select(*PAYMENT_COLUMNS, *DELIVERY_COLUMNS)
+    .select_from(payments.outerjoin(callback_deliveries, _d.payment_id == payments.c.id))
+    .where(payments.c.id == sa.bindparam("id"))
+    .order_by(_d.id.desc())
+    .limit(1)
+)
 
 
 class DuplicatePaymentKey(Exception):
     """The (caller_service, request_id) key, or the callback hash, is taken."""
 
 
-def _to_payment(row: Any) -> Payment:
-    m = row._mapping
-    return Payment(
-        id=m["id"],
-        request_id=m["request_id"],
-        caller_service=m["caller_service"],
-        request_fingerprint=m["request_fingerprint"],
-        resource_type=m["resource_type"],
-        resource_id=m["resource_id"],
-        customer_ref=m["customer_ref"],
-        amount_cents=m["amount_cents"],
-        currency=m["currency"],
-        status=PaymentStatus(m["status"]),
-        payment_method=PaymentMethod(m["payment_method"]),
-        payment_type=PaymentType(m["payment_type"]),
-        provider=ProviderType(m["provider"]),
-        recurring_interval=m["recurring_interval"],
-        recurring_interval_count=m["recurring_interval_count"],
-        provider_payment_id=m["provider_payment_id"],
-        provider_subscription_id=m["provider_subscription_id"],
-        checkout_url=m["checkout_url"],
-        provider_callback_hash=m["provider_callback_hash"],
-        provider_callback_url=m["provider_callback_url"],
-        status_callback_url=m["status_callback_url"],
-        success_url=m["success_url"],
-        cancel_url=m["cancel_url"],
-        refunded_cents=m["refunded_cents"],
-        refundable_cents=m["refundable_cents"],
-        received_cents=m["received_cents"],
-        metadata=json.loads(m["metadata_json"]),
-        cancel_reason=m["cancel_reason"],
-        failure_reason=m["failure_reason"],
-        create_error_code=m["create_error_code"],
-        attention_required=bool(m["attention_required"]),
-        create_lease_until=m["create_lease_until"],
-        created_at=m["created_at"],
-        updated_at=m["updated_at"],
-    )
+def _to_payment(row: Sequence[Any]) -> Payment:
+    """The Payment in a row that starts with PAYMENT_COLUMNS (by position: cheaper than by name)."""
+    values = list(row[: len(PAYMENT_COLUMNS)])
+    for i, convert in _CONVERT_AT:
+        values[i] = convert(values[i])
+    return Payment(*values)
 
 
 class PaymentRepository:
@@ -81,21 +83,27 @@ class PaymentRepository:
     async def get(self, payment_id: int, *, for_update: bool = False) -> Payment | None:
         if payment_id > MAX_ROW_ID:
             return None  # a valid uint64 no row can have (and SQLite could not even bind)
-        stmt = sa.select(payments).where(payments.c.id == payment_id)
-        if for_update and self.conn.dialect.name == "mysql":
-            stmt = stmt.with_for_update()
-        row = (await self.conn.execute(stmt)).first()
+        stmt = _GET_FOR_UPDATE if for_update and self.conn.dialect.name == "mysql" else _GET
+        row = (await self.conn.execute(stmt, {"id": payment_id})).first()
         return _to_payment(row) if row else None
 
+    async def get_with_latest_delivery(self, payment_id: int) -> tuple[Payment, CallbackDelivery | None] | None:
+        """The payment and its latest callback delivery, in one round trip."""
+        if payment_id > MAX_ROW_ID:
+            return None
+        row = (await self.conn.execute(_GET_WITH_LATEST_DELIVERY, {"id": payment_id})).first()
+        if row is None:
+            return None
+        delivery = row[len(PAYMENT_COLUMNS):]
+        return _to_payment(row), _to_delivery(delivery) if delivery[0] is not None else None
+
     async def find_by_key(self, caller_service: str, request_id: str) -> Payment | None:
-        stmt = sa.select(payments).where(
-            payments.c.caller_service == caller_service, payments.c.request_id == request_id
-        )
-        row = (await self.conn.execute(stmt)).first()
+        params = {"caller_service": caller_service, "request_id": request_id}
+        row = (await self.conn.execute(_FIND_BY_KEY, params)).first()
         return _to_payment(row) if row else None
 
     async def find_by_callback_hash(self, provider: ProviderType, callback_hash: str) -> Payment | None:
-        stmt = sa.select(payments).where(
+        stmt = sa.select(*PAYMENT_COLUMNS).where(
             payments.c.provider == int(provider), payments.c.provider_callback_hash == callback_hash
         )
         row = (await self.conn.execute(stmt)).first()
@@ -103,7 +111,7 @@ class PaymentRepository:
 
     async def list(self, query: ListPaymentsQuery, callers: Iterable[str] | None) -> list[Payment]:
         """`callers` limits the result to those caller services; None means any."""
-        stmt = sa.select(payments)
+        stmt = sa.select(*PAYMENT_COLUMNS)
         if callers is not None:
             stmt = stmt.where(payments.c.caller_service.in_(list(callers)))
         for name in ("request_id", "caller_service", "resource_type", "resource_id"):
@@ -120,12 +128,9 @@ class PaymentRepository:
     async def update_if_status(self, payment_id: int, expected: PaymentStatus, values: dict[str, Any]) -> bool:
         """The conditional UPDATE every status change goes through: it applies only if
         the row still has the status the caller decided on."""
-        stmt = (
-            payments.update()
-            .where(payments.c.id == payment_id, payments.c.status == int(expected))
-            .values(**_column_values(values))
-        )
-        return (await self.conn.execute(stmt)).rowcount == 1
+        params = _column_values(values)
+        params.update(where_id=payment_id, where_status=int(expected))
+        return (await self.conn.execute(_UPDATE_IF_STATUS, params)).rowcount == 1
 
     async def claim_create_lease(
         self, payment_id: int, seen_lease_until: datetime | None, now: datetime, lease_until: datetime

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from ..db.tables import payments, stellar_cursors, stellar_operations
 from ..domain.enums import ProviderType, StellarOperationStatus
 from ..domain.payment import Payment
-from .payments import _to_payment
+from .payments import PAYMENT_COLUMNS, _to_payment
 
 # Operations whose money went to their payment (counted in its received amount).
 MATCHED_STATUSES = (StellarOperationStatus.CREDITED, StellarOperationStatus.REFUND_DUE)
@@ -70,7 +70,7 @@ class StellarOperationRepository:
 
 async def find_stellar_payment(conn: AsyncConnection, memo: str) -> Payment | None:
     """The Stellar payment whose memo (its provider_payment_id) this is, locked for the update."""
-    stmt = sa.select(payments).where(
+    stmt = sa.select(*PAYMENT_COLUMNS).where(
         payments.c.provider == int(ProviderType.STELLAR), payments.c.provider_payment_id == memo
     )
     if conn.dialect.name == "mysql":

@@ -10,10 +10,12 @@ from ..clock import utcnow
 from ..db.engine import Database
 from ..domain.errors import ErrorKind, PaymentsError
 from ..domain.payment import Payment
+from ..domain.validation import validate_payment_id
 from ..repository.deliveries import CallbackDelivery, DeliveryRepository
 from ..repository.events import EventRepository
 from ..repository.outbox import OutboxRepository
-from .payments import PaymentService
+from ..repository.payments import PaymentRepository
+from .payments import PaymentService, visible_to
 
 
 class CallbackService:
@@ -22,9 +24,11 @@ class CallbackService:
 
     async def get_payment_with_delivery(self, caller: Caller, payment_id: int) -> tuple[Payment, CallbackDelivery | None]:
         """The payment (scoped to the caller, as GetPayment) and its latest callback delivery."""
+        validate_payment_id(payment_id)
         async with self.payments.db.read() as conn:
-            payment = await self.payments.get_visible_payment(conn, caller, payment_id)
-            return payment, await DeliveryRepository(conn).latest_for_payment(payment.id)
+            found = await PaymentRepository(conn).get_with_latest_delivery(payment_id)
+        payment, delivery = found or (None, None)
+        return visible_to(caller, payment), delivery
 
     async def replay(self, caller: Caller, payment_id: int) -> tuple[Payment, CallbackDelivery]:
         payment = await self.payments.get_payment(caller, payment_id)

@@ -237,17 +237,10 @@ class PaymentService:
     # ---- read ---------------------------------------------------------------
 
     async def get_payment(self, caller: Caller, payment_id: int) -> Payment:
-        async with self.db.read() as conn:
-            return await self.get_visible_payment(conn, caller, payment_id)
-
-    @staticmethod
-    async def get_visible_payment(conn, caller: Caller, payment_id: int) -> Payment:
-        """The payment if this caller may see it, on the caller's connection."""
         validate_payment_id(payment_id)
-        payment = await PaymentRepository(conn).get(payment_id)
-        if payment is None or not caller.may_act_for(payment.caller_service):
-            raise NotFoundError()  # another caller's payment is as good as absent
-        return payment
+        async with self.db.read() as conn:
+            payment = await PaymentRepository(conn).get(payment_id)
+        return visible_to(caller, payment)
 
     async def list_payments(self, caller: Caller, query: ListPaymentsQuery) -> list[Payment]:
         query = validate_list(query)
@@ -358,6 +351,13 @@ class PaymentService:
                 except ConcurrentUpdate:
                     pass
         raise ServiceUnavailableError("payment is being updated concurrently; retry")
+
+
+def visible_to(caller: Caller, payment: Payment | None) -> Payment:
+    """The payment if this caller may see it."""
+    if payment is None or not caller.may_act_for(payment.caller_service):
+        raise NotFoundError()  # another caller's payment is as good as absent
+    return payment
 
 
 def _check_cancelable(payment: Payment) -> None:

@@ -17,8 +17,6 @@ from typing import TYPE_CHECKING
 import structlog
 
 from ..clock import utcnow
-from ..config import Settings
-from ..db.engine import Database
 from ..domain.enums import CallbackStatus, PaymentStatus
 from ..domain.errors import CallbackRejectedError, NotFoundError, ProviderError, ServiceUnavailableError, ValidationError
 from ..domain.payment import Payment, ProviderCallback
@@ -30,38 +28,23 @@ from ..providers.base import (
     ReleasingProvider,
     provider_idempotency_key,
 )
-from ..providers.registry import ProviderRegistry
 from ..repository.callbacks import CallbackLogRepository, DuplicateProviderEvent
 from ..repository.payments import PaymentRepository
 from ..repository.provider_objects import ProviderObjectRepository
+from .part import ServicePart
 from .refunds import LedgerChange, merge_refunds
 from .status_changes import ConcurrentUpdate, StatusChange, apply_status_change
 
 if TYPE_CHECKING:
-    from .payments import PaymentService
+    pass
 
 log = structlog.get_logger("payments.provider_events")
 
 MAX_APPLY_ATTEMPTS = 5
 
 
-class ProviderCallbacks:
-    """Part of PaymentService; reads its parts through it, so that they stay one."""
-
-    def __init__(self, service: PaymentService):
-        self.service = service
-
-    @property
-    def db(self) -> Database:
-        return self.service.db
-
-    @property
-    def providers(self) -> ProviderRegistry:
-        return self.service.providers
-
-    @property
-    def settings(self) -> Settings:
-        return self.service.settings
+class ProviderCallbacks(ServicePart):
+    """Part of PaymentService."""
 
     async def handle(self, callback: ProviderCallback) -> None:
         """The per-payment URL. As the reference: the signature is checked before the

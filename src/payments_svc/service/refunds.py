@@ -19,21 +19,19 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..clock import utcnow
-from ..config import Settings
-from ..db.engine import Database
 from ..domain.enums import PaymentStatus, PaymentType, ProviderType
 from ..domain.errors import ErrorKind, PaymentsError, ProviderError, ServiceUnavailableError, ValidationError
 from ..domain.payment import Payment
 from ..domain.refund import REFUND_REASONS, Refund, RefundCommand, RefundStatus, refund_totals
 from ..providers.base import RefundingProvider, RefundSnapshot, provider_idempotency_key
-from ..providers.registry import ProviderRegistry
 from ..repository.events import EventRepository
 from ..repository.payments import PaymentRepository
 from ..repository.refunds import DuplicateRefundKey, RefundRepository
+from .part import ServicePart
 from .status_changes import StatusChange, apply_status_change
 
 if TYPE_CHECKING:
-    from .payments import PaymentService
+    pass
 
 log = structlog.get_logger("payments.refunds")
 
@@ -118,23 +116,8 @@ async def merge_refunds(conn: AsyncConnection, payment: Payment, provider: Provi
     return LedgerChange(values, notes)
 
 
-class RefundService:
-    """Part of PaymentService; reads its parts through it, so that they stay one."""
-
-    def __init__(self, service: PaymentService):
-        self.service = service
-
-    @property
-    def db(self) -> Database:
-        return self.service.db
-
-    @property
-    def providers(self) -> ProviderRegistry:
-        return self.service.providers
-
-    @property
-    def settings(self) -> Settings:
-        return self.service.settings
+class RefundService(ServicePart):
+    """Part of PaymentService."""
 
     async def refund(self, payment: Payment, cmd: RefundCommand) -> RefundResult:
         """`payment` was read for the caller (scoped); `cmd` is validated (validate_refund)."""

@@ -8,10 +8,10 @@ import signal
 import click
 from sqlalchemy.exc import SQLAlchemyError
 
-from ..config import ConfigError, Settings, load_settings
+from ..cli_settings import command_settings
+from ..config import ConfigError, Settings
 from ..container import check_schema
 from ..db.engine import open_database
-from ..logs import configure_logging
 from ..metrics import serve_worker_metrics
 from .sync import HorizonUnavailable, sync_stellar_payments
 
@@ -30,11 +30,7 @@ def watch(ctx: click.Context, worker: bool) -> None:
 
     Without --worker: page from the stored cursor until caught up, print how many
     records were applied, exit. With it: page, then stream (see the README)."""
-    try:
-        settings = load_settings()
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
-    configure_logging(settings.log_level)
+    settings = command_settings()
     if settings.stellar is None:
         raise click.ClickException("the Stellar provider is not configured: set STELLAR_RECEIVING_ACCOUNT (see the README)")
     worker = worker or bool((ctx.obj or {}).get("worker"))  # `payments-svc --worker stellar watch` sets it on the root

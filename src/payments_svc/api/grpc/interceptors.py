@@ -5,6 +5,7 @@ grpc.health.v1 and reflection pass through untouched (probes need no key)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 
 import grpc
@@ -51,12 +52,15 @@ class PaymentsInterceptor(grpc.aio.ServerInterceptor):
 
     def _wrap(self, rpc: str, behavior):
         authenticator = self._authenticator
+        # This RPC's metric children, found by their label values once, not on every call.
+        requests = functools.cache(lambda code: metrics.GRPC_REQUESTS.labels(rpc, code.name))
+        latency = functools.cache(lambda: metrics.GRPC_LATENCY.labels(rpc))
 
         async def call(request, context: grpc.aio.ServicerContext):
             metadata = context.invocation_metadata()
             request_id = _first(metadata, "x-request-id")
             if not request_id:
-                metrics.GRPC_REQUESTS.labels(rpc, grpc.StatusCode.INVALID_ARGUMENT.name).inc()
+                requests(grpc.StatusCode.INVALID_ARGUMENT).inc()
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "x-request-id header is required")
             await context.send_initial_metadata((("x-request-id", request_id),))
             started = time.perf_counter()
@@ -82,8 +86,8 @@ class PaymentsInterceptor(grpc.aio.ServerInterceptor):
                     code, message = grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE
                 finally:
                     elapsed = time.perf_counter() - started
-                    metrics.GRPC_REQUESTS.labels(rpc, code.name).inc()
-                    metrics.GRPC_LATENCY.labels(rpc).observe(elapsed)
+                    requests(code).inc()
+                    latency().observe(elapsed)
                     latency_ms = round(elapsed * 1000, 3)
                     if code == grpc.StatusCode.OK:
                         log.info("grpc_request", grpc_code=code.name, latency_ms=latency_ms)

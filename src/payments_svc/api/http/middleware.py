@@ -4,6 +4,7 @@ auth; plus error mapping, access logs and a bounded, timed body read."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 from collections.abc import Awaitable
@@ -91,11 +92,23 @@ def _route(request: web.Request) -> str:
     return resource.canonical if resource is not None else "unmatched"
 
 
+# Metric children found by their label values once, not on every request (the values are
+# bounded: route templates, methods, statuses).
+@functools.cache
+def _requests(route: str, method: str, status: int):
+    return metrics.HTTP_REQUESTS.labels(route, method, str(status))
+
+
+@functools.cache
+def _latency(route: str, method: str):
+    return metrics.HTTP_LATENCY.labels(route, method)
+
+
 def _log_request(request: web.Request, response: web.StreamResponse, started: float) -> None:
     elapsed = time.perf_counter() - started
     route = _route(request)
-    metrics.HTTP_REQUESTS.labels(route, request.method, str(response.status)).inc()
-    metrics.HTTP_LATENCY.labels(route, request.method).observe(elapsed)
+    _requests(route, request.method, response.status).inc()
+    _latency(route, request.method).observe(elapsed)
     log.info(
         "http_request",
         method=request.method,

@@ -35,7 +35,7 @@ from .providers import (
 )
 from .stack import Stack, clean_environ, create_database, drop_database, run_cli
 
-PENDING_TIMEOUT_SECONDS = 12.0
+PENDING_TIMEOUT_SECONDS = 25.0  # long enough that a slow, loaded run never expires a payment mid-flow
 CALLBACK_HTTP_TIMEOUT_SECONDS = 2
 JOB_BATCH_SIZE = JOB_CONCURRENCY = 10
 # A dispatcher's lease: timeout x (ceil(batch / concurrency) + 1), see jobs/runner.py.

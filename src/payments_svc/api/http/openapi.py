@@ -77,6 +77,8 @@ def _field_schema(field: FieldDescriptor, *, accept_enum_names: bool) -> dict[st
 
 def message_schema(descriptor: Descriptor, *, request: bool = False) -> dict[str, Any]:
     properties = {f.name: _field_schema(f, accept_enum_names=request) for f in descriptor.fields}
+    if request:  # JSON null means "not given" in a request, as with the reference's binder
+        properties = {name: {**schema, "nullable": True} for name, schema in properties.items()}
     schema: dict[str, Any] = {"type": "object", "properties": properties}
     if not request:
         schema["required"] = [f.name for f in descriptor.fields if f.type != F.TYPE_MESSAGE or f.is_repeated]
@@ -88,7 +90,9 @@ def _create_request_schema() -> dict[str, Any]:
     schema = message_schema(pb.CreatePaymentRequest.DESCRIPTOR, request=True)
     properties = schema["properties"]
     for name, constraints in CREATE_CONSTRAINTS.items():
-        properties[name] = constraints if "anyOf" in constraints else {**properties[name], **constraints}
+        properties[name] = {**properties[name], **constraints}
+        if "anyOf" in constraints:
+            properties[name] = {"anyOf": constraints["anyOf"], "nullable": True}
     for name, values in CREATE_ENUM_VALUES.items():
         numbers, names = properties[name]["oneOf"]
         enum = properties[name]["oneOf"][0]["enum"]
@@ -132,11 +136,15 @@ def build_openapi() -> dict[str, Any]:
                  pb.ListPaymentEventsResponse, pb.RefundPaymentResponse]
     schemas = {d.name: message_schema(d) for d in _with_nested([m.DESCRIPTOR for m in responses])}
     schemas["CreatePaymentRequest"] = _create_request_schema()
-    schemas["CancelPaymentRequest"] = {"type": "object", "properties": {"reason": {"type": "string", "maxLength": 255}}}
+    schemas["CancelPaymentRequest"] = {"type": "object", "properties": {
+        "reason": {"type": "string", "maxLength": 255, "nullable": True}}}
     schemas["RefundPaymentRequest"] = {"type": "object", "properties": {
-        "request_id": {"type": "string", "maxLength": 128, "description": "The refund's idempotency key; default X-Request-ID."},
-        "amount_cents": {"type": "integer", "format": "int64", "minimum": 0, "description": "0: all still refundable."},
-        "reason": {"type": "string", "enum": ["", "duplicate", "fraudulent", "requested_by_customer"]}}}
+        "request_id": {"type": "string", "maxLength": 128, "nullable": True,
+                       "description": "The refund's idempotency key; default X-Request-ID."},
+        "amount_cents": {"type": "integer", "format": "int64", "minimum": 0, "nullable": True,
+                         "description": "0: all still refundable."},
+        "reason": {"type": "string", "enum": ["", "duplicate", "fraudulent", "requested_by_customer", None],
+                   "nullable": True}}}
     schemas["Error"] = {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}
     statuses = [v.number for v in pb.PaymentStatus.DESCRIPTOR.values if v.number]
     paths = {

@@ -72,7 +72,8 @@ async def serve(settings: Settings, *, shared_ports: bool = False) -> None:
     await grpc_server.start()
 
     app = build_http_app(settings, container.service, container.authenticator, readiness)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=settings.shutdown_grace_seconds)
+    # Idle keep-alive connections are closed after 75 s (aiohttp would keep them an hour).
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=settings.shutdown_grace_seconds, keepalive_timeout=75)
     await runner.setup()
     site = web.TCPSite(runner, settings.http_host, settings.http_port, reuse_port=shared_ports)
     await site.start()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from collections.abc import Iterable, Sequence
 from datetime import datetime
@@ -51,6 +52,18 @@ _GET_WITH_LATEST_DELIVERY = (
     .order_by(_d.id.desc())
     .limit(1)
 )
+
+
+@functools.cache
+def _list_statement(filters: frozenset[str]) -> sa.Select:
+    """ListPayments' statement for one set of filters, built once per set (bound parameters)."""
+    stmt = sa.select(*PAYMENT_COLUMNS)
+    if "callers" in filters:
+        stmt = stmt.where(payments.c.caller_service.in_(sa.bindparam("callers", expanding=True)))
+    for name in ("request_id", "caller_service", "resource_type", "resource_id", "status", "provider"):
+        if name in filters:
+            stmt = stmt.where(payments.c[name] == sa.bindparam(name))
+    return stmt.order_by(payments.c.id.desc()).limit(sa.bindparam("limit")).offset(sa.bindparam("offset"))
 
 
 class DuplicatePaymentKey(Exception):
@@ -111,19 +124,16 @@ class PaymentRepository:
 
     async def list(self, query: ListPaymentsQuery, callers: Iterable[str] | None) -> list[Payment]:
         """`callers` limits the result to those caller services; None means any."""
-        stmt = sa.select(*PAYMENT_COLUMNS)
+        params: dict[str, Any] = {"limit": query.limit, "offset": query.offset}
         if callers is not None:
-            stmt = stmt.where(payments.c.caller_service.in_(list(callers)))
+            params["callers"] = list(callers)
         for name in ("request_id", "caller_service", "resource_type", "resource_id"):
-            value = getattr(query, name)
-            if value:
-                stmt = stmt.where(payments.c[name] == value)
-        if query.status is not None:
-            stmt = stmt.where(payments.c.status == int(query.status))
-        if query.provider is not None:
-            stmt = stmt.where(payments.c.provider == int(query.provider))
-        stmt = stmt.order_by(payments.c.id.desc()).limit(query.limit).offset(query.offset)
-        return [_to_payment(row) for row in await self.conn.execute(stmt)]
+            if getattr(query, name):
+                params[name] = getattr(query, name)
+        for name in ("status", "provider"):
+            if getattr(query, name) is not None:
+                params[name] = int(getattr(query, name))
+        return [_to_payment(row) for row in await self.conn.execute(_list_statement(frozenset(params)), params)]
 
     async def update_if_status(self, payment_id: int, expected: PaymentStatus, values: dict[str, Any]) -> bool:
         """The conditional UPDATE every status change goes through: it applies only if

@@ -5,9 +5,6 @@ with a Standard Webhooks verifier written from the spec."""
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
-import hmac
 import json
 import threading
 import time
@@ -202,26 +199,6 @@ class HttpApi:
 
 
 # --------------------------------------------------------------------------- callbacks
-
-
-def verify_standard_webhook(secret: str, headers: dict[str, str], body: bytes, tolerance: int = 300) -> bool:
-    """The receiver's side of https://www.standardwebhooks.com, from the spec:
-    v1 = base64(HMAC-SHA256(key = base64decode(secret after "whsec_"),
-    msg = f"{webhook-id}.{webhook-timestamp}.{body}")); the header holds one or more
-    space-separated "v1,<signature>" entries, any of which may match."""
-    try:
-        msg_id, timestamp, header = headers["webhook-id"], headers["webhook-timestamp"], headers["webhook-signature"]
-        if abs(time.time() - int(timestamp)) > tolerance:
-            return False
-    except (KeyError, ValueError):
-        return False
-    key = base64.b64decode(secret.removeprefix("whsec_"))
-    expected = base64.b64encode(hmac.new(key, f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()).decode()
-    for entry in header.split(" "):
-        version, _, signature = entry.partition(",")
-        if version == "v1" and hmac.compare_digest(signature, expected):
-            return True
-    return False
 
 
 @dataclass

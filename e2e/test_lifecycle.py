@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from tests.jobs.helpers import verify_standard_webhook  # the spec-derived verifier, independent of the service
 
 from .clients import (
     CANCELED,
@@ -21,7 +22,6 @@ from .clients import (
     HttpApi,
     eventually,
     new_id,
-    verify_standard_webhook,
 )
 from .conftest import PENDING_TIMEOUT_SECONDS
 

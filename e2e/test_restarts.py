@@ -12,8 +12,9 @@ import aiohttp
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from tests.jobs.helpers import verify_standard_webhook
 
-from .clients import DELIVERY_SUCCESS, PAID, PENDING, GrpcApi, HttpApi, eventually, new_id, verify_standard_webhook
+from .clients import DELIVERY_SUCCESS, PAID, PENDING, GrpcApi, HttpApi, eventually, new_id
 from .conftest import DISPATCH_LEASE_SECONDS, DRAIN_SECONDS
 from .test_lifecycle import assert_callback, delivered, status_of
 

@@ -42,7 +42,8 @@ from aiohttp import web
 
 from tests.fakes.stripe_spec import EMPTY, Operation, ParamError, StripeSpec, decode_form, load_fixtures
 
-DEFAULT_SPEC_DIR = Path(__file__).resolve().parents[3] / "shared" / "stripe"
+# A trimmed copy of Stripe's published spec and fixtures (scripts/trim_stripe_spec.py says which).
+DEFAULT_SPEC_DIR = Path(__file__).resolve().parent / "stripe_openapi"
 
 _STRING = {"type": "string", "maxLength": 5000}
 _INTEGER = {"type": "integer"}
@@ -98,6 +99,33 @@ NEWER_API_PARAMS: dict[tuple[str, str], dict[str, Any]] = {
 NEWER_API_REQUIRED: dict[tuple[str, str], dict[str, bool]] = {
     ("post", "/v1/checkout/sessions"): {"mode": True, "cancel_url": False},
 }
+
+# Every operation the fake answers; scripts/trim_stripe_spec.py keeps exactly these of Stripe's spec.
+SERVED_OPERATIONS: tuple[tuple[str, str], ...] = (
+    ("post", "/v1/products"),
+    ("get", "/v1/products/{id}"),
+    ("post", "/v1/prices"),
+    ("get", "/v1/prices"),
+    ("get", "/v1/prices/{price}"),
+    ("post", "/v1/checkout/sessions"),
+    ("get", "/v1/checkout/sessions"),
+    ("get", "/v1/checkout/sessions/{session}"),
+    ("post", "/v1/checkout/sessions/{session}/expire"),
+    ("get", "/v1/checkout/sessions/{session}/line_items"),
+    ("post", "/v1/payment_links"),
+    ("get", "/v1/payment_links"),
+    ("get", "/v1/payment_links/{payment_link}"),
+    ("post", "/v1/payment_links/{payment_link}"),
+    ("get", "/v1/subscriptions/{subscription_exposed_id}"),
+    ("delete", "/v1/subscriptions/{subscription_exposed_id}"),
+    ("get", "/v1/invoices/{invoice}"),
+    ("get", "/v1/payment_intents/{intent}"),
+    ("get", "/v1/charges/{charge}"),
+    ("post", "/v1/refunds"),
+    ("get", "/v1/refunds"),
+    ("get", "/v1/refunds/{refund}"),
+    ("get", "/v1/events/{id}"),
+)
 
 _ALPHANUMERIC = string.ascii_letters + string.digits
 _DAY = 24 * 3600
@@ -272,31 +300,32 @@ class FakeStripe:
         self._port: int | None = None
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._routes: dict[tuple[str, str], Callable[..., dict[str, Any]]] = {
-            ("post", "/v1/products"): self._create_product,
-            ("get", "/v1/products/{id}"): self._retrieve("product"),
-            ("post", "/v1/prices"): self._create_price,
-            ("get", "/v1/prices"): self._list_prices,
-            ("get", "/v1/prices/{price}"): self._retrieve("price"),
-            ("post", "/v1/checkout/sessions"): self._create_checkout_session,
-            ("get", "/v1/checkout/sessions"): self._list_checkout_sessions,
-            ("get", "/v1/checkout/sessions/{session}"): self._retrieve("checkout.session"),
-            ("post", "/v1/checkout/sessions/{session}/expire"): self._expire_checkout_session,
-            ("get", "/v1/checkout/sessions/{session}/line_items"): self._list_session_line_items,
-            ("post", "/v1/payment_links"): self._create_payment_link,
-            ("get", "/v1/payment_links"): self._list_payment_links,
-            ("get", "/v1/payment_links/{payment_link}"): self._retrieve("payment_link"),
-            ("post", "/v1/payment_links/{payment_link}"): self._update_payment_link,
-            ("get", "/v1/subscriptions/{subscription_exposed_id}"): self._retrieve("subscription"),
-            ("delete", "/v1/subscriptions/{subscription_exposed_id}"): self._delete_subscription,
-            ("get", "/v1/invoices/{invoice}"): self._retrieve("invoice"),
-            ("get", "/v1/payment_intents/{intent}"): self._retrieve("payment_intent"),
-            ("get", "/v1/charges/{charge}"): self._retrieve("charge"),
-            ("post", "/v1/refunds"): self._create_refund,
-            ("get", "/v1/refunds"): self._list_refunds,
-            ("get", "/v1/refunds/{refund}"): self._retrieve("refund"),
-            ("get", "/v1/events/{id}"): self._retrieve("event"),
-        }
+        handlers = (
+            self._create_product,
+            self._retrieve("product"),
+            self._create_price,
+            self._list_prices,
+            self._retrieve("price"),
+            self._create_checkout_session,
+            self._list_checkout_sessions,
+            self._retrieve("checkout.session"),
+            self._expire_checkout_session,
+            self._list_session_line_items,
+            self._create_payment_link,
+            self._list_payment_links,
+            self._retrieve("payment_link"),
+            self._update_payment_link,
+            self._retrieve("subscription"),
+            self._delete_subscription,
+            self._retrieve("invoice"),
+            self._retrieve("payment_intent"),
+            self._retrieve("charge"),
+            self._create_refund,
+            self._list_refunds,
+            self._retrieve("refund"),
+            self._retrieve("event"),
+        )
+        self._routes: dict[tuple[str, str], Callable[..., dict[str, Any]]] = dict(zip(SERVED_OPERATIONS, handlers, strict=True))
 
     # --- lifecycle -------------------------------------------------------------------------
 

@@ -199,6 +199,16 @@ async def test_missing_and_bad_keys_are_unauthenticated_with_request_id_echoed(s
     assert md_value(error.initial_metadata(), "x-request-id") == "r-bad"
 
 
+async def test_a_key_sharing_a_real_keys_prefix_is_refused(shop, deployment):
+    # `keys list` shows the first 12 characters of every key: a key that matches them but not the
+    # whole key must authenticate nobody.
+    real = deployment.shop_key
+    for near_miss in (real[:12] + "x" * (len(real) - 12), real[:-1] + ("A" if real[-1] != "A" else "B"), real[:12]):
+        await expect_error(shop.call("Health", pb.HealthRequest(), key=near_miss),
+                           grpc.StatusCode.UNAUTHENTICATED, "invalid or expired api key")
+    assert (await shop.call("Health", pb.HealthRequest())).status == "ok"
+
+
 # ---- CreatePayment ---------------------------------------------------------------
 
 

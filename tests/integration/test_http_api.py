@@ -251,6 +251,16 @@ async def test_revoked_key_stops_working(http, env):
     assert (await http.call("GET", "/health")).status == 200  # other keys are untouched
 
 
+async def test_a_key_sharing_a_real_keys_prefix_is_refused(http, env):
+    # `keys list` shows the first 12 characters of every key: a key that matches them but not the
+    # whole key must authenticate nobody.
+    real = (await asyncio.to_thread(cli, env, "keys", "create", "--service", "shop")).stdout.strip()
+    assert (await http.call("GET", "/health", key=real)).status == 200
+    for near_miss in (real[:12] + "x" * (len(real) - 12), real[:-1] + ("A" if real[-1] != "A" else "B"), real[:12]):
+        reply = await http.call("GET", "/health", key=near_miss)
+        assert (reply.status, reply.json["error"]) == (401, "invalid or expired api key")
+
+
 # ---- create ---------------------------------------------------------------------
 
 

@@ -53,12 +53,18 @@ class ScriptedProvider(SandboxProvider):
         super().__init__(public_base_url="http://127.0.0.1:1", webhook_secret="whsec_test")
         self.create_calls: list[str] = []
         self.cancel_calls = 0
+        self.canceled_objects: list[str | None] = []
         self.delay = 0.0
+        self.gate: asyncio.Event | None = None  # when set, creates wait for it (a provider call in flight)
+        self.create_entered = asyncio.Event()
         self.create_errors: list[Exception] = []
         self.cancel_outcome = CancelOutcome.CANCELED
 
     async def create_checkout(self, payment, idempotency_key):
         self.create_calls.append(idempotency_key)
+        self.create_entered.set()
+        if self.gate is not None:
+            await self.gate.wait()
         if self.delay:
             await asyncio.sleep(self.delay)
         if self.create_errors:
@@ -67,6 +73,7 @@ class ScriptedProvider(SandboxProvider):
 
     async def cancel(self, payment, idempotency_key):
         self.cancel_calls += 1
+        self.canceled_objects.append(payment.provider_payment_id)
         return self.cancel_outcome
 
 
@@ -237,6 +244,58 @@ async def test_cancel_rules(service):
     await service.handle_provider_callback(signed(service.provider, paid, "pay"))
     with pytest.raises(InvalidTransitionError, match="invalid status: paid payments cannot be canceled"):
         await service.cancel_payment(SHOP, paid.id)
+
+
+async def _create_held_at_the_provider(service, request_id: str):
+    """Starts a create and returns (its task, the CREATED row) while the provider call is in flight."""
+    service.provider.gate = asyncio.Event()
+    service.provider.create_entered.clear()
+    task = asyncio.create_task(service.create_payment(SHOP, command(request_id)))
+    await asyncio.wait_for(service.provider.create_entered.wait(), 10)
+    async with service.db.read() as conn:
+        row = (await conn.execute(sa.select(payments.c.id, payments.c.status).where(payments.c.request_id == request_id))).one()
+    assert row.status == PaymentStatus.CREATED
+    return task, row.id
+
+
+async def _events(service, payment_id: int) -> list[str]:
+    return [e.event_type for e in await service.list_payment_events(SHOP, payment_id, limit=100, after_event_id=0)]
+
+
+async def test_cancel_while_the_provider_create_is_in_flight_wins(service):
+    # The finish of a create must not overwrite a cancel that landed meanwhile: the
+    # provider's object is stopped there instead, and the payment stays CANCELED.
+    task, payment_id = await _create_held_at_the_provider(service, "race-cancel")
+    canceled = await service.cancel_payment(SHOP, payment_id, "changed mind")
+    assert canceled.status == PaymentStatus.CANCELED
+    service.provider.gate.set()
+    created = (await task).payment
+    assert created.status == PaymentStatus.CANCELED and created.provider_payment_id
+    final = await service.get_payment(SHOP, payment_id)
+    assert final.status == PaymentStatus.CANCELED and final.provider_payment_id == created.provider_payment_id
+    assert service.provider.canceled_objects == [created.provider_payment_id]
+    assert await _events(service, payment_id) == ["payment_created", "payment_canceled", "checkout_created_after_end"]
+    # And it cannot be paid afterwards.
+    await service.handle_provider_callback(signed(service.provider, final, "pay"))
+    assert (await service.get_payment(SHOP, payment_id)).status == PaymentStatus.CANCELED
+
+
+async def test_expiry_while_the_provider_create_is_in_flight_wins(service):
+    from payments_svc.jobs.expire import PendingExpirer
+
+    task, payment_id = await _create_held_at_the_provider(service, "race-expire")
+    # The provider call outlived the create lease and the pending timeout: the expire job takes it.
+    async with service.db.transaction() as conn:
+        await conn.execute(payments.update().where(payments.c.id == payment_id).values(
+            create_lease_until=utcnow() - timedelta(seconds=1), created_at=utcnow() - timedelta(days=1)))
+    result = await PendingExpirer(service).run_batch(asyncio.Event())
+    assert (await service.get_payment(SHOP, payment_id)).status == PaymentStatus.EXPIRED, result
+    service.provider.gate.set()
+    created = (await task).payment
+    assert created.status == PaymentStatus.EXPIRED and created.provider_payment_id
+    assert (await service.get_payment(SHOP, payment_id)).status == PaymentStatus.EXPIRED
+    assert service.provider.canceled_objects == [created.provider_payment_id]
+    assert await _events(service, payment_id) == ["payment_created", "payment_expired", "checkout_created_after_end"]
 
 
 async def test_cancel_when_the_provider_says_paid_marks_paid(service):

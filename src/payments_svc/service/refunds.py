@@ -70,13 +70,13 @@ class LedgerChange:
 
 def validate_refund(cmd: RefundCommand) -> None:
     if not cmd.request_id:
-        raise ValidationError("request_id is required")
+        raise ValidationError("request_id is required", field="request_id")
     if len(cmd.request_id) > REQUEST_ID_MAX:
-        raise ValidationError(f"request_id must be at most {REQUEST_ID_MAX} characters")
+        raise ValidationError(f"request_id must be at most {REQUEST_ID_MAX} characters", field="request_id")
     if cmd.amount_cents < 0:
-        raise ValidationError("amount_cents must be >= 0 (0 refunds everything still refundable)")
+        raise ValidationError("amount_cents must be >= 0 (0 refunds everything still refundable)", field="amount_cents")
     if cmd.reason and cmd.reason not in REFUND_REASONS:
-        raise ValidationError(f"reason must be empty or one of {', '.join(REFUND_REASONS)}")
+        raise ValidationError(f"reason must be empty or one of {', '.join(REFUND_REASONS)}", field="reason")
 
 
 async def merge_refunds(conn: AsyncConnection, payment: Payment, provider: ProviderType,

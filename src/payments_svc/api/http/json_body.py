@@ -102,7 +102,7 @@ def _text(name: str, value: str) -> str:
 def decode_object(raw: bytes, fields: dict[str, Any]) -> dict[str, Any]:
     """Returns {field: value} for the fields present and not null."""
     if json_too_deep(raw):
-        raise BodyError(f"body is nested more than {MAX_JSON_DEPTH} levels deep")
+        raise BodyError(f"nested more than {MAX_JSON_DEPTH} levels deep")
     try:
         document = json.loads(raw)
     except ValueError:  # UnicodeDecodeError included

@@ -1,4 +1,4 @@
-"""The reference's routes, plus the events timeline and the probes."""
+"""The reference's routes, plus the events timeline, the probes and the OpenAPI description."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from ..request_context import current_caller
 from ..untrusted_input import MAX_JSON_DEPTH, check_text, json_too_deep
 from .json_body import CANCEL_FIELDS, CREATE_FIELDS, REFUND_FIELDS, BodyError, decode_object, enum_by_name
 from .middleware import header_text, json_response, read_body
+from .openapi import build_openapi
 
 UINT64_MAX = 2**64 - 1
 INT32 = (-(2**31), 2**31 - 1)
@@ -114,6 +115,7 @@ class Routes:
         self.service = service
         self.callbacks = CallbackService(service)
         self.readiness = readiness
+        self._openapi: bytes | None = None
 
     def register(self, app: web.Application) -> None:
         app.router.add_get("/health", self.health)
@@ -127,9 +129,16 @@ class Routes:
         app.router.add_get("/payments/{id}/events", self.events)
         app.router.add_post("/payments/{id}/callbacks/replay", self.replay_callback)
         app.router.add_post("/webhooks/providers/{provider}/{hash}", self.provider_callback)
+        app.router.add_get("/openapi.json", self.openapi)
 
     async def health(self, request):
         return json_response({"status": "ok"})
+
+    async def openapi(self, request):
+        """The description of what this server serves: the enabled providers' routes only."""
+        if self._openapi is None:
+            self._openapi = json.dumps(build_openapi(self.service.providers.enabled), indent=2).encode() + b"\n"
+        return web.Response(body=self._openapi, content_type="application/json")
 
     async def liveness(self, request):
         return json_response({"status": "ok"})

@@ -5,6 +5,7 @@ and clients that can send what no well-behaved client would."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import uuid
 from dataclasses import dataclass
@@ -87,8 +88,6 @@ class Reply:
     @property
     def json(self) -> Any:
         assert self.headers.get("content-type", "").startswith("application/json"), (self.status, self.headers, self.body)
-        import json
-
         return json.loads(self.body)
 
 
@@ -133,3 +132,29 @@ async def metric_value(deployment: Deployment, name: str, **labels: str) -> floa
         if match and all(f'{k}="{v}"' in match.group(1) for k, v in labels.items()):
             total += float(match.group(2))
     return total
+
+
+@pytest.fixture(scope="package")
+def seeded(deployment) -> list[dict]:
+    """Payments for generated requests to find (the fuzzers favour small ids; these come
+    first on the package's fresh database): pending ones, and one paid (refundable)."""
+    import requests
+
+    from payments_svc.providers.sandbox import sign
+
+    headers = {"X-API-Key": deployment.api_key, "Content-Type": "application/json"}
+    payments = []
+    with requests.Session() as session:
+        for _ in range(4):
+            answer = session.post(deployment.server.http_url + "/payments", data=json.dumps(payment_body()),
+                                  headers={**headers, "X-Request-ID": new_id("seed")}, timeout=30)
+            assert answer.status_code == 201, answer.text
+            payments.append(answer.json()["payment"])
+        paid = payments[0]
+        event = json.dumps({"id": new_id("evt"), "type": "payment.succeeded", "created": 0, "data": {"object": {
+            "id": paid["provider_payment_id"], "amount": paid["amount_cents"]}}}).encode()
+        answer = session.post(f"{deployment.server.http_url}/webhooks/providers/sandbox/{paid['provider_callback_hash']}",
+                              data=event, headers={**headers, "X-Request-ID": new_id("seed"),
+                                                   "X-Provider-Signature": sign(event, SANDBOX_SECRET)}, timeout=30)
+        assert answer.status_code == 200, answer.text
+    return payments

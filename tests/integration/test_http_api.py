@@ -244,6 +244,13 @@ async def test_probes_need_no_headers(http):
         assert (reply.status, reply.json) == (200, {"status": "ok"})
 
 
+async def test_openapi_document_describes_this_configuration(http):
+    reply = await http.call("GET", "/openapi.json", key=None, rid=None)
+    assert reply.status == 200
+    assert "/webhooks/providers/{provider}/{hash}" in reply.json["paths"]
+    assert "/webhooks/stripe" not in reply.json["paths"]  # Stripe is not enabled here
+
+
 async def test_revoked_key_stops_working(http, env):
     created = await asyncio.to_thread(cli, env, "keys", "create", "--service", "shop")
     key_id = re.search(r"id=(\d+)", created.stderr).group(1)

@@ -175,10 +175,10 @@ async def _mapped(call: Awaitable[web.StreamResponse]) -> web.StreamResponse:
     except web.HTTPException as exc:
         if exc.status < 400:  # redirects
             raise
-        # Routing answers keep the reference's {"message": ...} beside the error shape.
         default_text = exc.text is None or exc.text == f"{exc.status}: {exc.reason}"
         message = exc.reason if default_text else exc.text
-        compat = {"message": message} if exc.status in (404, 405) else None
+        # The router's 404/405 keep the reference's {"message": ...} beside the error shape.
+        compat = {"message": message} if default_text and exc.status in (404, 405) else None
         allow = {"Allow": ", ".join(sorted(exc.allowed_methods))} if isinstance(exc, web.HTTPMethodNotAllowed) else None
         return error_response(http_exception_error(exc.status, message), headers=allow, compat=compat)
     except Exception:

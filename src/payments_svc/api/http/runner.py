@@ -23,7 +23,8 @@ class _JsonErrorRequestHandler(RequestHandler):
             log.info("http_request_refused", status=status, error=message, remote_ip=request.remote)
         if request.writer.output_size > 0:  # part of a response is out: the connection is broken
             raise ConnectionError("Response is sent already, cannot send another response with the error message")
-        response = error_response(http_exception_error(status, f"malformed HTTP request: {message or 'Bad Request'}"))
+        reason = (message or "Bad Request").splitlines()[0].rstrip(":")  # the rest echoes the offending bytes
+        response = error_response(http_exception_error(status, f"malformed HTTP request: {reason}"))
         response.force_close()
         return response
 

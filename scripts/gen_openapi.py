@@ -1,4 +1,4 @@
-"""Writes openapi.json (the HTTP shim's OpenAPI description) from the code; `make proto` runs it."""
+"""Writes openapi.json (the HTTP shim's OpenAPI description, every provider's routes) from the code; `make proto` runs it."""
 
 import json
 import sys

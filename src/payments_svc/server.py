@@ -18,11 +18,12 @@ import grpc
 import structlog
 from aiohttp import web
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from .api.grpc.interceptors import PaymentsInterceptor
+from .api.grpc.reflection import enable_reflection
 from .api.grpc.servicer import PaymentsServicer
 from .api.http.app import build_http_app
+from .api.http.runner import HttpRunner
 from .config import Settings
 from .container import build_container, check_schema
 from .gen import payments_pb2, payments_pb2_grpc
@@ -64,16 +65,13 @@ async def serve(settings: Settings, *, shared_ports: bool = False) -> None:
     payments_pb2_grpc.add_PaymentsServiceServicer_to_server(PaymentsServicer(container.service), grpc_server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, grpc_server)
-    reflection.enable_server_reflection(
-        (PAYMENTS_SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
-        grpc_server,
-    )
+    enable_reflection((PAYMENTS_SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name), grpc_server)
     grpc_port = grpc_server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
     await grpc_server.start()
 
     app = build_http_app(settings, container.service, container.authenticator, readiness)
     # Idle keep-alive connections are closed after 75 s (aiohttp would keep them an hour).
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=settings.shutdown_grace_seconds, keepalive_timeout=75)
+    runner = HttpRunner(app, access_log=None, shutdown_timeout=settings.shutdown_grace_seconds, keepalive_timeout=75)
     await runner.setup()
     site = web.TCPSite(runner, settings.http_host, settings.http_port, reuse_port=shared_ports)
     await site.start()

@@ -175,13 +175,13 @@ async def test_valid_key_is_checked_with_our_app_key_and_acts_as_its_service(cli
 async def test_missing_key_never_reaches_auth(client, fake_auth):
     before = len(fake_auth.calls)
     assert await client.grpc_error("Health", HEALTH, None) == (grpc.StatusCode.UNAUTHENTICATED, "missing x-api-key metadata")
-    assert await client.http("GET", "/health", None) == (401, {"error": "missing x-api-key header"})
+    assert await client.http("GET", "/health", None) == (401, {"error": "missing x-api-key header", "code": "unauthenticated"})
     assert len(fake_auth.calls) == before
 
 
 async def test_key_without_access_to_this_service_is_forbidden(client, fake_auth):
     assert await client.grpc_error("Health", HEALTH, "k-forbidden") == (grpc.StatusCode.PERMISSION_DENIED, "forbidden")
-    assert await client.http("GET", "/health", "k-forbidden") == (403, {"error": "forbidden"})
+    assert await client.http("GET", "/health", "k-forbidden") == (403, {"error": "forbidden", "code": "permission_denied"})
     assert await client.grpc_error("CreatePayment", create_request("crm"), "k-forbidden") == (
         grpc.StatusCode.PERMISSION_DENIED, "forbidden")
     assert fake_auth.count("k-forbidden") == 3  # refusals are not cached
@@ -190,8 +190,8 @@ async def test_key_without_access_to_this_service_is_forbidden(client, fake_auth
 @pytest.mark.parametrize("key", ["k-unauthenticated", "k-not-found", "k-never-issued"])
 async def test_keys_auth_rejects_are_unauthenticated(client, key):
     assert await client.grpc_error("Health", HEALTH, key) == (grpc.StatusCode.UNAUTHENTICATED, INVALID)
-    assert await client.http("GET", "/health", key) == (401, {"error": INVALID})
-    assert await client.http("GET", "/payments", key) == (401, {"error": INVALID})
+    assert await client.http("GET", "/health", key) == (401, {"error": INVALID, "code": "unauthenticated"})
+    assert await client.http("GET", "/payments", key) == (401, {"error": INVALID, "code": "unauthenticated"})
 
 
 async def test_a_valid_key_is_validated_once_per_ttl(client, fake_auth):
@@ -215,7 +215,8 @@ async def test_gateway_grant_acts_for_any_caller_and_plain_key_does_not(client):
     assert await client.grpc_error("CreatePayment", create_request("billing"), "k-shop") == (
         grpc.StatusCode.PERMISSION_DENIED, "this api key may not act for caller_service 'billing'")
     status, body = await client.http("POST", "/payments", "k-shop", http_create_body("billing"))
-    assert (status, body) == (403, {"error": "this api key may not act for caller_service 'billing'"})
+    assert (status, body) == (403, {"error": "this api key may not act for caller_service 'billing'",
+                                    "code": "permission_denied", "field": "caller_service"})
 
     # A grant for one named caller: that caller and its own name, nobody else.
     assert (await client.create("k-billing-proxy", "billing")).caller_service == "billing"
@@ -243,7 +244,7 @@ async def test_auth_down_or_slow_is_unavailable_never_unauthenticated(tmp_path):
                 code, details = await client.grpc_error("Health", HEALTH, key)
                 assert (code, details) == (grpc.StatusCode.UNAVAILABLE, "authentication service unavailable; retry later")
                 assert await client.http("GET", "/health", key) == (
-                    503, {"error": "authentication service unavailable; retry later"})
+                    503, {"error": "authentication service unavailable; retry later", "code": "unavailable"})
                 code, _ = await client.grpc_error("CreatePayment", create_request("shop"), key)
                 assert code == grpc.StatusCode.UNAVAILABLE
     finally:

@@ -456,6 +456,28 @@ async def test_reflection_lists_services_and_serves_descriptors(channel):
                              "HandleProviderCallback"]  # the reference's RPCs, in its order
 
 
+async def test_reflection_v1_is_served_too(channel):
+    """grpc.reflection.v1 (current grpcurl, Postman): the v1alpha messages on the wire, under the v1 method."""
+    info = channel.stream_stream("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+                                 request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+                                 response_deserializer=reflection_pb2.ServerReflectionResponse.FromString)
+    requests = [reflection_pb2.ServerReflectionRequest(list_services=""),
+                reflection_pb2.ServerReflectionRequest(file_containing_symbol=SERVICE),
+                reflection_pb2.ServerReflectionRequest(file_containing_symbol="grpc.reflection.v1.ServerReflection")]
+    listed, payments, itself = [r async for r in info(iter(requests), timeout=10)]
+    names = {s.name for s in listed.list_services_response.service}
+    assert {SERVICE, "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection",
+            "grpc.reflection.v1alpha.ServerReflection"} <= names
+    files = [descriptor_pb2.FileDescriptorProto.FromString(b) for b in payments.file_descriptor_response.file_descriptor_proto]
+    assert SERVICE in {f"{f.package}.{s.name}" for f in files for s in f.service}
+    (reflection_file,) = [descriptor_pb2.FileDescriptorProto.FromString(b)
+                          for b in itself.file_descriptor_response.file_descriptor_proto]
+    (method,) = reflection_file.service[0].method
+    assert (reflection_file.package, method.name, method.input_type, method.output_type) == (
+        "grpc.reflection.v1", "ServerReflectionInfo", ".grpc.reflection.v1.ServerReflectionRequest",
+        ".grpc.reflection.v1.ServerReflectionResponse")
+
+
 def test_reflection_descriptor_database_resolves_everything_grpcurl_needs(deployment):
     """What grpcurl does without proto files, with grpc_reflection's own client."""
     with grpc.insecure_channel(deployment.server.grpc_target) as sync_channel:

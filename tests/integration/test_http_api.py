@@ -56,6 +56,11 @@ def payment_body(**overrides: Any) -> dict[str, Any]:
     return body
 
 
+def error(message: str, code: str = "invalid_argument", field: str | None = None) -> dict:
+    """An error answer's body: the reference's message, the machine-readable code, the offending field."""
+    return {"error": message, "code": code, **({"field": field} if field else {})}
+
+
 def core(payment: dict) -> dict:
     """The payment without GET's extra view of its outbound status callback."""
     return {k: v for k, v in payment.items() if k != "callback_delivery"}
@@ -215,16 +220,16 @@ async def http(server, keys):
 async def test_request_id_is_required_before_auth_and_echoed(http):
     for rid in (None, "   "):
         reply = await http.call("GET", "/health", key=None, rid=rid)
-        assert (reply.status, reply.json) == (400, {"error": "x-request-id header is required"})
+        assert (reply.status, reply.json) == (400, error("x-request-id header is required", field="x-request-id"))
     reply = await http.call("GET", "/no/such/path", key=None, rid=None)  # checked before routing, too
-    assert (reply.status, reply.json) == (400, {"error": "x-request-id header is required"})
+    assert (reply.status, reply.json) == (400, error("x-request-id header is required", field="x-request-id"))
 
     reply = await http.call("GET", "/health", key=None, rid="rid-missing-key")
-    assert (reply.status, reply.json) == (401, {"error": "missing x-api-key header"})
+    assert (reply.status, reply.json) == (401, error("missing x-api-key header", "unauthenticated"))
     assert reply.headers["X-Request-ID"] == "rid-missing-key"
 
     reply = await http.call("GET", "/health", key="psk_not_a_real_key", rid="rid-bad-key")
-    assert (reply.status, reply.json) == (401, {"error": "invalid or expired api key"})
+    assert (reply.status, reply.json) == (401, error("invalid or expired api key", "unauthenticated"))
     assert reply.headers["X-Request-ID"] == "rid-bad-key"
 
     reply = await http.call("GET", "/health", rid="  rid-ok  ")
@@ -239,6 +244,13 @@ async def test_probes_need_no_headers(http):
         assert (reply.status, reply.json) == (200, {"status": "ok"})
 
 
+async def test_openapi_document_describes_this_configuration(http):
+    reply = await http.call("GET", "/openapi.json", key=None, rid=None)
+    assert reply.status == 200
+    assert "/webhooks/providers/{provider}/{hash}" in reply.json["paths"]
+    assert "/webhooks/stripe" not in reply.json["paths"]  # Stripe is not enabled here
+
+
 async def test_revoked_key_stops_working(http, env):
     created = await asyncio.to_thread(cli, env, "keys", "create", "--service", "shop")
     key_id = re.search(r"id=(\d+)", created.stderr).group(1)
@@ -247,7 +259,7 @@ async def test_revoked_key_stops_working(http, env):
 
     await asyncio.to_thread(cli, env, "keys", "revoke", key_id)
     reply = await http.call("GET", "/health", key=key)
-    assert (reply.status, reply.json) == (401, {"error": "invalid or expired api key"})
+    assert (reply.status, reply.json) == (401, error("invalid or expired api key", "unauthenticated"))
     assert (await http.call("GET", "/health")).status == 200  # other keys are untouched
 
 
@@ -306,8 +318,9 @@ async def test_replay_answers_201_with_the_same_payment_and_a_marker(http):
     assert again.json == first.json
 
     changed = await http.call("POST", "/payments", dict(body, amount_cents=9999))
-    assert (changed.status, changed.json) == (422, {
-        "error": "request_id was already used with different parameters; use a new request_id for a new payment"})
+    assert (changed.status, changed.json) == (422, error(
+        "request_id was already used with different parameters; use a new request_id for a new payment",
+        "idempotency_key_reused", "request_id"))
     assert (await http.get(first.json["payment"]["id"]))["amount_cents"] == 1500
 
 
@@ -361,7 +374,9 @@ def with_field(fragment: bytes) -> bytes:
 async def test_undecodable_field_values_are_400(http, fragment):
     reply = await http.call("POST", "/payments", raw=with_field(fragment), content_type="application/json")
     assert reply.status == 400, reply.text
-    assert set(reply.json) == {"error"} and reply.json["error"].startswith("invalid request body"), reply.json
+    assert reply.json["error"].startswith("invalid request body"), reply.json
+    offending = "recurring_interval_count" if b"2147483648" in fragment else fragment.split(b'"')[1].decode()
+    assert (reply.json["code"], reply.json["field"]) == ("invalid_argument", offending), reply.json
 
 
 @pytest.mark.parametrize("raw, content_type", [
@@ -375,7 +390,7 @@ async def test_non_object_and_non_json_bodies_are_400(http, raw, content_type):
     raw = raw or json.dumps(payment_body()).encode()
     reply = await http.call("POST", "/payments", raw=raw, content_type=content_type)
     assert reply.status == 400, reply.text
-    assert set(reply.json) == {"error"} and reply.json["error"].startswith("invalid request body"), reply.json
+    assert set(reply.json) == {"error", "code"} and reply.json["error"].startswith("invalid request body"), reply.json
 
 
 @pytest.mark.parametrize("raw, content_type", [
@@ -386,7 +401,7 @@ async def test_non_object_and_non_json_bodies_are_400(http, raw, content_type):
 async def test_bodies_that_bind_nothing_fail_validation(http, raw, content_type):
     reply = await http.call("POST", "/payments", raw=raw, content_type=content_type)
     # request_id came from X-Request-ID, so the first missing field is caller_service.
-    assert (reply.status, reply.json) == (400, {"error": "caller_service is required"})
+    assert (reply.status, reply.json) == (400, error("caller_service is required", field="caller_service"))
 
 
 async def test_body_over_the_limit_is_413(http):
@@ -394,7 +409,7 @@ async def test_body_over_the_limit_is_413(http):
     raw = json.dumps(body).encode()
     assert len(raw) > MAX_BODY
     reply = await http.call("POST", "/payments", raw=raw, content_type="application/json")
-    assert (reply.status, reply.json) == (413, {"error": f"request body too large; the limit is {MAX_BODY} bytes"})
+    assert (reply.status, reply.json) == (413, error(f"request body too large; the limit is {MAX_BODY} bytes", "payload_too_large"))
     listed = await http.call("GET", f"/payments?request_id={body['request_id']}")
     assert listed.json == {"payments": []}
 
@@ -402,7 +417,8 @@ async def test_body_over_the_limit_is_413(http):
 async def test_caller_service_of_another_caller_is_403(http):
     body = payment_body(caller_service="billing")
     reply = await http.call("POST", "/payments", body)
-    assert (reply.status, reply.json) == (403, {"error": "this api key may not act for caller_service 'billing'"})
+    assert (reply.status, reply.json) == (
+        403, error("this api key may not act for caller_service 'billing'", "permission_denied", "caller_service"))
     # The gateway key may act for it.
     reply = await http.call("POST", "/payments", body, key=http.keys.gateway)
     assert reply.status == 201 and reply.json["payment"]["caller_service"] == "billing"
@@ -411,25 +427,25 @@ async def test_caller_service_of_another_caller_is_403(http):
 # ---- get ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("raw_id, status, error", [
-    ("abc", 400, "invalid request"),
-    ("-1", 400, "invalid request"),
-    ("1.0", 400, "invalid request"),
-    ("18446744073709551616", 400, "invalid request"),  # 2**64
-    ("0", 400, "invalid payment id"),
-    ("987654321987", 404, "payment not found"),
-    ("9223372036854775807", 404, "payment not found"),  # 2**63 - 1
+@pytest.mark.parametrize("raw_id, status, expected", [
+    ("abc", 400, error("invalid request", field="id")),
+    ("-1", 400, error("invalid request", field="id")),
+    ("1.0", 400, error("invalid request", field="id")),
+    ("18446744073709551616", 400, error("invalid request", field="id")),  # 2**64
+    ("0", 400, error("invalid payment id", field="id")),
+    ("987654321987", 404, error("payment not found", "not_found")),
+    ("9223372036854775807", 404, error("payment not found", "not_found")),  # 2**63 - 1
 ])
-async def test_get_rejects_bad_and_unknown_ids(http, raw_id, status, error):
+async def test_get_rejects_bad_and_unknown_ids(http, raw_id, status, expected):
     reply = await http.call("GET", f"/payments/{raw_id}")
-    assert (reply.status, reply.json) == (status, {"error": error})
+    assert (reply.status, reply.json) == (status, expected)
 
 
 @pytest.mark.parametrize("path", ["/payments/{id}", "/payments/{id}/events", "/payments/{id}/cancel"])
 async def test_ids_beyond_int64_are_unknown_not_a_crash(http, path):
     method = "POST" if path.endswith("cancel") else "GET"
     reply = await http.call(method, path.format(id=2**64 - 1))
-    assert (reply.status, reply.json) == (404, {"error": "payment not found"})
+    assert (reply.status, reply.json) == (404, error("payment not found", "not_found"))
 
 
 async def test_payments_of_other_callers_are_invisible(http):
@@ -437,7 +453,7 @@ async def test_payments_of_other_callers_are_invisible(http):
     for method, path in (("GET", f"/payments/{p['id']}"), ("POST", f"/payments/{p['id']}/cancel"),
                          ("GET", f"/payments/{p['id']}/events")):
         reply = await http.call(method, path, key=http.keys.billing)
-        assert (reply.status, reply.json) == (404, {"error": "payment not found"}), path
+        assert (reply.status, reply.json) == (404, error("payment not found", "not_found")), path
     assert core(await http.get(p["id"], key=http.keys.gateway)) == p
     assert (await http.get(p["id"]))["status"] == PENDING  # billing's cancel did nothing
 
@@ -478,10 +494,12 @@ async def test_list_filters_and_pages(http):
     assert reply.json == {"payments": [core(await http.get(c["id"]))]}
 
 
-@pytest.mark.parametrize("query, error", [
+@pytest.mark.parametrize("query, message", [
     ("status=0", "invalid status"),
     ("status=7", "invalid status"),
-    ("status=PAID", "invalid request"),
+    ("status=UNSPECIFIED", "invalid status"),
+    ("status=PAYED", "invalid request"),
+    ("provider=unspecified", "invalid request"),
     ("provider=0", "invalid request"),
     ("provider=paypal", "invalid request"),
     ("limit=501", "limit must be between 1 and 500"),
@@ -494,9 +512,21 @@ async def test_list_filters_and_pages(http):
     ("status=2147483658", "invalid request"),
     ("status=1_0", "invalid request"),
 ])
-async def test_list_rejects_bad_queries(http, query, error):
+async def test_list_rejects_bad_queries(http, query, message):
     reply = await http.call("GET", f"/payments?{query}")
-    assert (reply.status, reply.json) == (400, {"error": error})
+    assert (reply.status, reply.json) == (400, error(message, field=query.split("=")[0]))
+
+
+async def test_list_filters_take_enum_names_too(http):
+    paid = await http.create(resource_type=new_id("kind"))
+    assert (await http.press(paid, "pay")).status == 303
+    kind = paid["resource_type"]
+    for query in ("status=10", "status=paid", "status=PAID", "status=PAYMENT_STATUS_PAID", "provider=sandbox",
+                  "provider=SANDBOX", "provider=PROVIDER_TYPE_SANDBOX", "provider=100"):
+        reply = await http.call("GET", f"/payments?resource_type={kind}&{query}")
+        assert [p["id"] for p in reply.json["payments"]] == [paid["id"]], query
+    reply = await http.call("GET", f"/payments?resource_type={kind}&status=pending")
+    assert reply.json == {"payments": []}
 
 
 async def test_list_shows_only_the_callers_own_payments(http):
@@ -514,7 +544,8 @@ async def test_list_shows_only_the_callers_own_payments(http):
     assert await listed(http.keys.gateway) == [theirs["id"], mine["id"]]
     assert await listed(http.keys.gateway, "&caller_service=billing") == [theirs["id"]]
     reply = await http.call("GET", f"/payments?resource_type={kind}&caller_service=shop", key=http.keys.billing)
-    assert (reply.status, reply.json) == (403, {"error": "this api key may not read payments of caller_service 'shop'"})
+    assert (reply.status, reply.json) == (
+        403, error("this api key may not read payments of caller_service 'shop'", "permission_denied", "caller_service"))
 
 
 # ---- cancel ---------------------------------------------------------------------
@@ -547,16 +578,17 @@ async def test_cancel_without_and_with_a_reason(http):
 async def test_cancel_with_an_unreadable_body_is_400(http, raw, content_type):
     p = await http.create()
     reply = await http.call("POST", f"/payments/{p['id']}/cancel", raw=raw, content_type=content_type)
-    assert (reply.status, reply.json) == (400, {"error": "invalid request"})
+    assert (reply.status, reply.json["error"], reply.json["code"]) == (400, "invalid request", "invalid_argument")
     assert (await http.get(p["id"]))["status"] == PENDING
 
 
-@pytest.mark.parametrize("raw_id, status, error", [
-    ("abc", 400, "invalid request"), ("0", 400, "invalid payment id"), ("987654321987", 404, "payment not found"),
+@pytest.mark.parametrize("raw_id, status, expected", [
+    ("abc", 400, error("invalid request", field="id")), ("0", 400, error("invalid payment id", field="id")),
+    ("987654321987", 404, error("payment not found", "not_found")),
 ])
-async def test_cancel_rejects_bad_and_unknown_ids(http, raw_id, status, error):
+async def test_cancel_rejects_bad_and_unknown_ids(http, raw_id, status, expected):
     reply = await http.call("POST", f"/payments/{raw_id}/cancel")
-    assert (reply.status, reply.json) == (status, {"error": error})
+    assert (reply.status, reply.json) == (status, expected)
 
 
 async def test_paid_and_failed_payments_cannot_be_canceled(http):
@@ -565,7 +597,7 @@ async def test_paid_and_failed_payments_cannot_be_canceled(http):
     assert (await http.press(failed, "decline")).status == 303
     for p, word in ((paid, "paid"), (failed, "failed")):
         reply = await http.call("POST", f"/payments/{p['id']}/cancel")
-        assert (reply.status, reply.json) == (400, {"error": f"invalid status: {word} payments cannot be canceled"})
+        assert (reply.status, reply.json) == (400, error(f"invalid status: {word} payments cannot be canceled"))
     assert (await http.get(paid["id"]))["status"] == PAID
 
 
@@ -586,10 +618,10 @@ async def test_events_are_an_ordered_timeline_with_paging(http):
     assert await http.events(p["id"], f"?limit=1&after_event_id={events[0]['id']}") == events[1:2]
     assert await http.events(p["id"], f"?after_event_id={events[0]['id']}") == events[1:]
     assert await http.events(p["id"], f"?after_event_id={events[-1]['id']}") == []
-    for query, error in (("limit=501", "limit must be between 1 and 500"), ("limit=x", "invalid request"),
-                         ("after_event_id=99999999999999999999", "invalid request")):
+    for query, message in (("limit=501", "limit must be between 1 and 500"), ("limit=x", "invalid request"),
+                           ("after_event_id=99999999999999999999", "invalid request")):
         reply = await http.call("GET", f"/payments/{p['id']}/events?{query}")
-        assert (reply.status, reply.json) == (400, {"error": error}), query
+        assert (reply.status, reply.json) == (400, error(message, field=query.split("=")[0])), query
 
 
 # ---- the sandbox checkout, as a person uses it ------------------------------------------
@@ -664,17 +696,18 @@ async def test_webhook_rejections(http):
     payload = sandbox_event(p)
     good = sign(payload, SECRET)
     cases = [
-        (p["provider_callback_hash"], payload, sign(payload, "whsec_wrong"), "sandbox", 400, "callback rejected"),
-        (p["provider_callback_hash"], payload, good.replace("t=", "t=1"), "sandbox", 400, "callback rejected"),
-        (p["provider_callback_hash"], payload, None, "sandbox", 400, "provider signature is required"),
-        (p["provider_callback_hash"], b"", good, "sandbox", 400, "payload is required"),
-        (str(uuid.uuid4()), payload, sign(payload, "whsec_wrong"), "sandbox", 400, "callback rejected"),
-        (str(uuid.uuid4()), payload, good, "sandbox", 404, "payment not found"),
-        (p["provider_callback_hash"], payload, good, "paypal", 400, "provider is not supported"),
+        (p["provider_callback_hash"], payload, sign(payload, "whsec_wrong"), "sandbox", 400, error("callback rejected")),
+        (p["provider_callback_hash"], payload, good.replace("t=", "t=1"), "sandbox", 400, error("callback rejected")),
+        (p["provider_callback_hash"], payload, None, "sandbox", 400,
+         error("provider signature is required", field="signature")),
+        (p["provider_callback_hash"], b"", good, "sandbox", 400, error("payload is required", field="payload")),
+        (str(uuid.uuid4()), payload, sign(payload, "whsec_wrong"), "sandbox", 400, error("callback rejected")),
+        (str(uuid.uuid4()), payload, good, "sandbox", 404, error("payment not found", "not_found")),
+        (p["provider_callback_hash"], payload, good, "paypal", 400, error("provider is not supported", field="provider")),
     ]
-    for callback_hash, body, signature, provider, status, error in cases:
+    for callback_hash, body, signature, provider, status, expected in cases:
         reply = await http.webhook(callback_hash, body, signature, provider=provider)
-        assert (reply.status, reply.json) == (status, {"error": error}), (provider, signature, error)
+        assert (reply.status, reply.json) == (status, expected), (provider, signature, expected)
     assert (await http.get(p["id"]))["status"] == PENDING
 
 
@@ -691,8 +724,10 @@ async def test_webhook_rejections(http):
     ("GET", "/webhooks/providers/sandbox/abc", 405, "Method Not Allowed"),
 ])
 async def test_unknown_routes_and_methods(http, method, path, status, message):
+    """The error shape, plus the reference's {"message": ...} (Echo's answer) for its clients."""
     reply = await http.call(method, path)
-    assert (reply.status, reply.json) == (status, {"message": message})
+    code = "not_found" if status == 404 else "method_not_allowed"
+    assert (reply.status, reply.json) == (status, {**error(message, code), "message": message})
 
 
 # ---- process lifecycle -------------------------------------------------------------

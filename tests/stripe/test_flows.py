@@ -370,12 +370,12 @@ async def test_rejected_webhooks_get_the_reference_codes_and_are_recorded(http, 
         marker = new_id(f"evt_{name}")
         payload = body(marker)
         answer = await _post(http, path, payload, signer(payload), api_headers=per_payment)
-        assert answer == (status, {"error": error}), name
+        assert answer == (status, {"error": error, "code": "invalid_argument"}), name
         assert [(s, e and recorded in e) for s, e in _callback_rows(deployment, marker)] == [(20, True)], name
 
     malformed = b'{"id": "evt_malformed_' + new_id("m").encode() + b'", "type": '
     answer = await _post(http, path, malformed, sign_event(malformed, WEBHOOK_SECRET), api_headers=per_payment)
-    assert answer == (400, {"error": "callback rejected"})
+    assert answer == (400, {"error": "callback rejected", "code": "invalid_argument"})
     assert [s for s, _ in _callback_rows(deployment, "evt_malformed_")][-1:] == [20]
 
     # Unknown payment: a Checkout Session that is not ours (account route), or an unknown hash.
@@ -384,7 +384,7 @@ async def test_rejected_webhooks_get_the_reference_codes_and_are_recorded(http, 
     payload = json.dumps(foreign).encode()
     unknown_path = path if route == "account" else "/webhooks/providers/stripe/no-such-hash"
     answer = await _post(http, unknown_path, payload, sign_event(payload, WEBHOOK_SECRET), api_headers=per_payment)
-    assert answer == (404, {"error": "payment not found"})
+    assert answer == (404, {"error": "payment not found", "code": "not_found"})
     assert [s for s, _ in _callback_rows(deployment, marker)] == [20]
 
     # The valid one is applied; the rotated-out secret still verifies.
@@ -442,7 +442,8 @@ async def test_per_payment_route_takes_the_reference_forms(http, fake):
 async def test_account_webhook_needs_no_api_key_but_other_routes_do(http):
     async with http._session.post(http.base + "/webhooks/stripe", data=b"{}") as response:
         assert response.status == 400
-        assert await response.json() == {"error": "provider signature is required"}
+        assert await response.json() == {"error": "provider signature is required", "code": "invalid_argument",
+                                         "field": "signature"}
     async with http._session.get(http.base + "/stripe/return?state=cancel") as response:
         assert response.status == 200 and "nothing was charged" in await response.text()
     async with http._session.post(http.base + "/payments/1/refund", json={}) as response:

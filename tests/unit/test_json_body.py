@@ -40,3 +40,36 @@ def test_enums_take_numbers_or_names(value, expected):
 
 def test_provider_and_type_names():
     assert decode('{"provider": "PROVIDER_TYPE_SANDBOX", "payment_type": "recurring"}') == {"provider": 100, "payment_type": 2}
+
+
+@pytest.mark.parametrize("body, field", [
+    ('{"resource_id": "a\\ud800"}', "resource_id"),
+    ('{"currency": "\\udfffx"}', "currency"),
+    ('{"request_id": "a\\u0000b"}', "request_id"),
+    ('{"metadata": {"k\\ud800": "v"}}', "metadata"),
+    ('{"metadata": {"k": "\\u0000"}}', "metadata"),
+])
+def test_strings_a_database_cannot_hold_are_refused_naming_the_field(body, field):
+    with pytest.raises(BodyError) as refused:
+        decode(body)
+    assert refused.value.field == field
+
+
+def test_escaped_surrogate_pairs_are_text():
+    assert decode('{"resource_id": "\\ud83d\\ude00"}') == {"resource_id": "\U0001f600"}
+
+
+@pytest.mark.parametrize("depth, refused", [(63, False), (64, True), (1000, True)])  # plus the body object
+def test_nesting_deeper_than_the_limit_is_refused_not_a_recursion_error(depth, refused):
+    body = '{"metadata": {"k": "v"}, "unknown": ' + "[" * depth + "]" * depth + "}"
+    if refused:
+        with pytest.raises(BodyError, match="nested more than 64 levels deep"):
+            decode(body)
+    else:
+        assert decode(body) == {"metadata": {"k": "v"}}
+
+
+def test_enum_names_are_case_folded_in_ascii_only():
+    with pytest.raises(BodyError) as refused:
+        decode('{"payment_method": "hoſted_card"}')  # "ſ".upper() == "S"
+    assert refused.value.field == "payment_method"

@@ -1,7 +1,9 @@
 """Errors the service layer raises; each adapter maps them to its own status codes.
 
-The kind decides the gRPC code and HTTP status (see api/errors.py); the message is
-what the caller reads, so it must say what to do.
+The kind decides the gRPC code and HTTP status (see api/errors.py) and is the
+machine-readable `code` callers see; the message is what the caller reads, so it
+must say what to do. `field` names the offending request field when there is one;
+`retry_after_seconds` is the retry hint (HTTP Retry-After, gRPC RetryInfo).
 """
 
 from __future__ import annotations
@@ -10,6 +12,9 @@ from enum import Enum
 
 
 class ErrorKind(Enum):
+    """The value is the error's public `code` (and is stored with failed creates and
+    refunds: never rename one)."""
+
     INVALID_ARGUMENT = "invalid_argument"
     NOT_FOUND = "not_found"
     ALREADY_EXISTS = "already_exists"
@@ -17,19 +22,45 @@ class ErrorKind(Enum):
     UNAUTHENTICATED = "unauthenticated"
     FAILED_PRECONDITION = "failed_precondition"
     IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"
+    IDEMPOTENCY_IN_PROGRESS = "idempotency_in_progress"
     ABORTED = "aborted"
     UNAVAILABLE = "unavailable"
     INTERNAL = "internal"
+    # Raised by the HTTP edge only: the request itself could not be taken in.
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    REQUEST_TIMEOUT = "request_timeout"
+    PAYLOAD_TOO_LARGE = "payload_too_large"
+
+    @property
+    def code(self) -> str:
+        return self.value
+
+
+# Kinds whose cause passes by itself: the caller is told when to try again unless
+# the raiser knows better.
+DEFAULT_RETRY_AFTER_SECONDS = {
+    ErrorKind.IDEMPOTENCY_IN_PROGRESS: 1,
+    ErrorKind.ABORTED: 1,
+    ErrorKind.UNAVAILABLE: 5,
+}
 
 
 class PaymentsError(Exception):
     kind: ErrorKind = ErrorKind.INTERNAL
 
-    def __init__(self, message: str, kind: ErrorKind | None = None):
+    def __init__(self, message: str, kind: ErrorKind | None = None, *, field: str | None = None,
+                 retry_after_seconds: int | None = None):
         super().__init__(message)
         self.message = message
         if kind is not None:
             self.kind = kind
+        self.field = field
+        self.retry_after_seconds = retry_after_seconds if retry_after_seconds is not None else (
+            DEFAULT_RETRY_AFTER_SECONDS.get(self.kind))
+
+    @property
+    def code(self) -> str:
+        return self.kind.code
 
 
 class ValidationError(PaymentsError):
@@ -56,12 +87,13 @@ class IdempotencyKeyReusedError(PaymentsError):
 
     def __init__(self) -> None:
         super().__init__(
-            "request_id was already used with different parameters; use a new request_id for a new payment"
+            "request_id was already used with different parameters; use a new request_id for a new payment",
+            field="request_id",
         )
 
 
 class IdempotencyInProgressError(PaymentsError):
-    kind = ErrorKind.ABORTED
+    kind = ErrorKind.IDEMPOTENCY_IN_PROGRESS
 
     def __init__(self) -> None:
         super().__init__("a request with this request_id is still in progress; retry shortly with the same request_id")
@@ -88,6 +120,6 @@ class ServiceUnavailableError(PaymentsError):
 class ProviderError(PaymentsError):
     """A provider call failed. `retryable` errors leave the payment for reconcile."""
 
-    def __init__(self, message: str, *, retryable: bool, kind: ErrorKind | None = None):
-        super().__init__(message, kind or (ErrorKind.UNAVAILABLE if retryable else ErrorKind.INVALID_ARGUMENT))
+    def __init__(self, message: str, *, retryable: bool, kind: ErrorKind | None = None, field: str | None = None):
+        super().__init__(message, kind or (ErrorKind.UNAVAILABLE if retryable else ErrorKind.INVALID_ARGUMENT), field=field)
         self.retryable = retryable

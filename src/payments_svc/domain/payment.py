@@ -61,6 +61,16 @@ class PaymentEvent:
     created_at: datetime
 
 
+def _ascii_upper(text: str) -> str:
+    """Case-folds ASCII text only, so validation sees what was sent: str.upper()
+    makes "ßd" the valid-looking "SSD", and str.lower() makes the Kelvin sign a "k"."""
+    return text.upper() if text.isascii() else text
+
+
+def _ascii_lower(text: str) -> str:
+    return text.lower() if text.isascii() else text
+
+
 @dataclass(slots=True)
 class CreatePaymentCommand:
     """A create request after normalisation; both transports build one of these."""
@@ -91,11 +101,11 @@ class CreatePaymentCommand:
             resource_id=self.resource_id.strip(),
             customer_ref=self.customer_ref.strip(),
             amount_cents=self.amount_cents,
-            currency=self.currency.strip().upper(),
+            currency=_ascii_upper(self.currency.strip()),
             payment_method=self.payment_method,
             payment_type=self.payment_type,
             provider=self.provider,
-            recurring_interval=self.recurring_interval.strip().lower(),
+            recurring_interval=_ascii_lower(self.recurring_interval.strip()),
             recurring_interval_count=self.recurring_interval_count,
             status_callback_url=self.status_callback_url.strip(),
             success_url=self.success_url.strip(),

@@ -20,7 +20,7 @@ class ProviderRegistry:
         provider_type = self.default if code == ProviderType.UNSPECIFIED else ProviderType(code)
         provider = self._by_type.get(provider_type)
         if provider is None:
-            raise ValidationError("provider is not supported")
+            raise ValidationError("provider is not supported", field="provider")
         return provider
 
     def find(self, code: int) -> Provider | None:
@@ -37,7 +37,7 @@ class ProviderRegistry:
         for provider in self._by_type.values():
             if key in (provider.type.code, str(int(provider.type))):
                 return provider
-        raise ValidationError("provider is not supported")
+        raise ValidationError("provider is not supported", field="provider")
 
     @property
     def enabled(self) -> list[ProviderType]:

@@ -22,9 +22,9 @@ class StellarProvider:
     def validate(self, command: CreatePaymentCommand) -> None:
         if self._settings.asset(command.currency) is None:
             codes = ", ".join(a.code for a in self._settings.assets)
-            raise ValidationError(f"currency must be a Stellar asset accepted here: {codes}")
+            raise ValidationError(f"currency must be a Stellar asset accepted here: {codes}", field="currency")
         if command.payment_type == PaymentType.RECURRING:
-            raise ValidationError("recurring payments are not supported by the stellar provider")
+            raise ValidationError("recurring payments are not supported by the stellar provider", field="payment_type")
 
     async def create_checkout(self, payment: Payment, idempotency_key: str) -> Checkout:
         asset = self._settings.asset(payment.currency)

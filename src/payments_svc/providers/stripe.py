@@ -88,7 +88,8 @@ class StripeProvider:
         if len(keys) > METADATA_MAX_KEYS:
             raise ValidationError(
                 f"metadata must have at most {METADATA_MAX_KEYS - len(RESERVED_METADATA_KEYS)} keys with Stripe "
-                f"(it keeps {', '.join(RESERVED_METADATA_KEYS)} for the payment's reference)"
+                f"(it keeps {', '.join(RESERVED_METADATA_KEYS)} for the payment's reference)",
+                field="metadata",
             )
 
     # ---- create ---------------------------------------------------------------

@@ -79,7 +79,7 @@ class PaymentService:
         if problem is not None:
             raise ValidationError(problem)
         if not caller.may_act_for(cmd.caller_service):
-            raise PermissionDeniedError(f"this api key may not act for caller_service {cmd.caller_service!r}")
+            raise PermissionDeniedError(f"this api key may not act for caller_service {cmd.caller_service!r}", field="caller_service")
         provider = self.providers.resolve(cmd.provider)
         fingerprint = cmd.fingerprint(provider.type)
 
@@ -246,7 +246,8 @@ class PaymentService:
         query = validate_list(query)
         if query.caller_service:
             if not caller.may_act_for(query.caller_service):
-                raise PermissionDeniedError(f"this api key may not read payments of caller_service {query.caller_service!r}")
+                raise PermissionDeniedError(f"this api key may not read payments of caller_service {query.caller_service!r}",
+                                            field="caller_service")
             visible = None
         else:
             visible = caller.visible_callers()
@@ -257,9 +258,9 @@ class PaymentService:
         if limit == 0:
             limit = 100
         if not 1 <= limit <= MAX_EVENTS_PAGE:
-            raise ValidationError("limit must be between 1 and 500")
+            raise ValidationError("limit must be between 1 and 500", field="limit")
         if after_event_id < 0:
-            raise ValidationError("after_event_id must be >= 0")
+            raise ValidationError("after_event_id must be >= 0", field="after_event_id")
         await self.get_payment(caller, payment_id)
         async with self.db.read() as conn:
             return await EventRepository(conn).list(payment_id, limit=limit, after_id=after_event_id)

@@ -49,15 +49,15 @@ class ProviderCallbacks(ServicePart):
     async def handle(self, callback: ProviderCallback) -> None:
         """The per-payment URL. As the reference: the signature is checked before the
         hash is looked up (an unknown hash with a bad signature is 400, not 404)."""
-        for value, message in (
-            (callback.request_id, "request_id is required"),
-            (callback.provider, "provider is required"),
-            (callback.callback_hash, "callback hash is required"),
-            (callback.signature, "provider signature is required"),
-            (callback.payload, "payload is required"),
+        for value, message, field in (
+            (callback.request_id, "request_id is required", "request_id"),
+            (callback.provider, "provider is required", "provider"),
+            (callback.callback_hash, "callback hash is required", "callback_hash"),
+            (callback.signature, "provider signature is required", "signature"),
+            (callback.payload, "payload is required", "payload"),
         ):
             if not value.strip() if isinstance(value, str) else not value:
-                raise ValidationError(message)
+                raise ValidationError(message, field=field)
         provider = self.providers.by_name(callback.provider)
         record = dict(provider=provider.type.code, callback_hash=callback.callback_hash.strip(),
                       signature=callback.signature, payload=callback.payload.decode("utf-8", errors="replace"))
@@ -79,9 +79,9 @@ class ProviderCallbacks(ServicePart):
         """The provider's account-level endpoint: no hash, no API key; the provider's
         signature is the only authentication."""
         if not signature.strip():
-            raise ValidationError("provider signature is required")
+            raise ValidationError("provider signature is required", field="signature")
         if not payload:
-            raise ValidationError("payload is required")
+            raise ValidationError("payload is required", field="payload")
         provider = self.providers.by_name(provider_name)
         record = dict(provider=provider.type.code, callback_hash="", signature=signature,
                       payload=payload.decode("utf-8", errors="replace"))
@@ -104,6 +104,8 @@ class ProviderCallbacks(ServicePart):
 
     async def _parse(self, provider: Provider, payload: bytes, signature: str, record: dict) -> ProviderEvent:
         try:
+            if not signature.isascii():  # every scheme's signatures are ASCII (and hmac compares no other text)
+                raise CallbackRejectedError("signature is not ASCII")
             return provider.parse_callback(payload, signature)
         except CallbackRejectedError as exc:
             await self._record(record, CallbackStatus.REJECTED, None, error=f"provider callback validation failed: {exc.reason}")

@@ -70,13 +70,13 @@ class LedgerChange:
 
 def validate_refund(cmd: RefundCommand) -> None:
     if not cmd.request_id:
-        raise ValidationError("request_id is required")
+        raise ValidationError("request_id is required", field="request_id")
     if len(cmd.request_id) > REQUEST_ID_MAX:
-        raise ValidationError(f"request_id must be at most {REQUEST_ID_MAX} characters")
+        raise ValidationError(f"request_id must be at most {REQUEST_ID_MAX} characters", field="request_id")
     if cmd.amount_cents < 0:
-        raise ValidationError("amount_cents must be >= 0 (0 refunds everything still refundable)")
+        raise ValidationError("amount_cents must be >= 0 (0 refunds everything still refundable)", field="amount_cents")
     if cmd.reason and cmd.reason not in REFUND_REASONS:
-        raise ValidationError(f"reason must be empty or one of {', '.join(REFUND_REASONS)}")
+        raise ValidationError(f"reason must be empty or one of {', '.join(REFUND_REASONS)}", field="reason")
 
 
 async def merge_refunds(conn: AsyncConnection, payment: Payment, provider: ProviderType,
@@ -155,7 +155,7 @@ class RefundService(ServicePart):
             # enough is left, whatever else ran since the payment was read.
             if not await repo.reserve(payment.id, amount, now):
                 raise PaymentsError(f"amount_cents {amount} is more than refundable_cents {payment.refundable_cents}",
-                                    ErrorKind.FAILED_PRECONDITION)
+                                    ErrorKind.FAILED_PRECONDITION, field="amount_cents")
             refund = await repo.insert(payment_id=payment.id, provider=provider, amount_cents=amount,
                                        status=RefundStatus.PENDING, now=now, request_id=cmd.request_id,
                                        request_fingerprint=cmd.fingerprint(), reason=cmd.reason or None)
@@ -168,7 +168,7 @@ class RefundService(ServicePart):
     async def _resume(self, payment: Payment, existing: Refund, cmd: RefundCommand, provider: RefundingProvider) -> RefundResult:
         if existing.request_fingerprint != cmd.fingerprint():
             raise PaymentsError("request_id was already used for a refund of this payment with different parameters; "
-                                "use a new request_id for a new refund", ErrorKind.IDEMPOTENCY_KEY_REUSED)
+                                "use a new request_id for a new refund", ErrorKind.IDEMPOTENCY_KEY_REUSED, field="request_id")
         if existing.error_code is not None:  # the provider refused it: the same answer again
             raise ProviderError(existing.failure_reason or "payment provider refused the refund", retryable=False,
                                 kind=ErrorKind(existing.error_code))

@@ -1,5 +1,8 @@
 """Cross-cutting steps for payments.PaymentsService, in the reference's order:
-request id (required, echoed), auth, logging, and error → status mapping.
+request id (required, echoed), auth, logging, and error → status mapping (with
+rich details, api/errors.py). The request message is decoded here, after auth, so
+a malformed one is INVALID_ARGUMENT and counted like any other call, and its
+strings are checked (no NUL) before a handler sees them.
 grpc.health.v1 and reflection pass through untouched (probes need no key)."""
 
 from __future__ import annotations
@@ -7,15 +10,19 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
+from collections.abc import Callable
 
 import grpc
 import structlog
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import DecodeError, Message
 
 from ... import metrics
-from ...auth.authenticators import Authenticator
-from ...domain.errors import PaymentsError
-from ..errors import GRPC_CODES, INTERNAL_MESSAGE
+from ...auth.authenticators import INVALID_KEY, Authenticator
+from ...domain.errors import PaymentsError, UnauthenticatedError, ValidationError
+from ..errors import GRPC_CODES, grpc_status, internal_error
 from ..request_context import current_caller
+from ..untrusted_input import check_text
 
 SERVICE_PREFIX = "/payments.PaymentsService/"
 log = structlog.get_logger("payments.grpc")
@@ -26,6 +33,40 @@ def _first(metadata, key: str) -> str:
         if name == key:
             return value.strip() if isinstance(value, str) else ""
     return ""
+
+
+def _is_metadata_text(value: str) -> bool:
+    """gRPC's ASCII metadata values; anything else arrived from a broken or hostile client."""
+    return value.isascii() and value.isprintable()
+
+
+def _decoded(deserialize: Callable[[bytes], Message], raw: bytes) -> Message:
+    try:
+        return deserialize(raw)
+    except DecodeError:  # broken wire format, invalid UTF-8 in a string, nesting past protobuf's limit
+        name = getattr(deserialize, "__self__", None)
+        what = name.DESCRIPTOR.full_name if name is not None else "request"
+        raise ValidationError(f"malformed request: not a valid {what} message") from None
+
+
+def check_strings(message: Message, prefix: str = "") -> None:
+    """Every string in the message, map keys and values included, is text."""
+    for field, value in message.ListFields():
+        name = prefix + field.name
+        if field.message_type is not None and field.message_type.GetOptions().map_entry:
+            for text in (t for pair in value.items() for t in pair if isinstance(t, str)):
+                check_text(name, text)
+        elif field.type == FieldDescriptor.TYPE_STRING:
+            for item in value if field.is_repeated else (value,):
+                check_text(name, item)
+        elif field.type == FieldDescriptor.TYPE_MESSAGE:
+            for item in value if field.is_repeated else (value,):
+                check_strings(item, name + ".")
+
+
+async def _abort(context: grpc.aio.ServicerContext, error: PaymentsError) -> None:
+    status = grpc_status(error)
+    await context.abort(status.code, status.details, status.trailing_metadata)
 
 
 class PaymentsInterceptor(grpc.aio.ServerInterceptor):
@@ -43,56 +84,65 @@ class PaymentsInterceptor(grpc.aio.ServerInterceptor):
             if handler is None:
                 return None
             wrapped = grpc.unary_unary_rpc_method_handler(
-                self._wrap(method.removeprefix(SERVICE_PREFIX), handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
+                self._wrap(method.removeprefix(SERVICE_PREFIX), handler.unary_unary, handler.request_deserializer),
+                request_deserializer=None,  # the raw bytes: decoded in the call
                 response_serializer=handler.response_serializer,
             )
             self._wrapped[method] = wrapped
         return wrapped
 
-    def _wrap(self, rpc: str, behavior):
+    def _wrap(self, rpc: str, behavior, deserialize: Callable[[bytes], Message]):
         authenticator = self._authenticator
         # This RPC's metric children, found by their label values once, not on every call.
         requests = functools.cache(lambda code: metrics.GRPC_REQUESTS.labels(rpc, code.name))
         latency = functools.cache(lambda: metrics.GRPC_LATENCY.labels(rpc))
 
-        async def call(request, context: grpc.aio.ServicerContext):
+        async def call(raw: bytes, context: grpc.aio.ServicerContext):
             metadata = context.invocation_metadata()
             request_id = _first(metadata, "x-request-id")
-            if not request_id:
+            if not request_id or not _is_metadata_text(request_id):
                 requests(grpc.StatusCode.INVALID_ARGUMENT).inc()
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "x-request-id header is required")
+                await _abort(context, ValidationError("x-request-id header is required" if not request_id else
+                                                      "x-request-id header must be printable ASCII", field="x-request-id"))
             await context.send_initial_metadata((("x-request-id", request_id),))
             started = time.perf_counter()
             with structlog.contextvars.bound_contextvars(request_id=request_id, rpc=rpc):
-                code, message = grpc.StatusCode.OK, None
+                code, error = grpc.StatusCode.OK, None
                 try:
                     api_key = _first(metadata, "x-api-key")
                     if not api_key:
-                        code, message = grpc.StatusCode.UNAUTHENTICATED, "missing x-api-key metadata"
-                    else:
-                        caller = await authenticator.authenticate(api_key)
-                        current_caller.set(caller)
-                        structlog.contextvars.bind_contextvars(caller=caller.service_name)
-                        return await behavior(request, context)
+                        raise UnauthenticatedError("missing x-api-key metadata")
+                    if not _is_metadata_text(api_key):  # no key we issue looks like that
+                        raise UnauthenticatedError(INVALID_KEY)
+                    caller = await authenticator.authenticate(api_key)
+                    current_caller.set(caller)
+                    structlog.contextvars.bind_contextvars(caller=caller.service_name)
+                    request = _decoded(deserialize, raw)
+                    check_strings(request)
+                    return await behavior(request, context)
                 except PaymentsError as exc:
-                    code, message = GRPC_CODES[exc.kind], exc.message
+                    error = exc
                 except asyncio.CancelledError:
                     # The client cancelled or its deadline passed: log that, not OK.
-                    code, message = grpc.StatusCode.CANCELLED, "cancelled by the client or its deadline"
+                    code, error = grpc.StatusCode.CANCELLED, None
                     raise
                 except Exception:
                     log.exception("grpc_unhandled_error")
-                    code, message = grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE
+                    error = internal_error()
                 finally:
+                    if error is not None:
+                        code = GRPC_CODES[error.kind]
                     elapsed = time.perf_counter() - started
                     requests(code).inc()
                     latency().observe(elapsed)
                     latency_ms = round(elapsed * 1000, 3)
                     if code == grpc.StatusCode.OK:
                         log.info("grpc_request", grpc_code=code.name, latency_ms=latency_ms)
+                    elif error is None:
+                        log.warning("grpc_request", grpc_code=code.name, latency_ms=latency_ms,
+                                    error="cancelled by the client or its deadline")
                     else:
-                        log.warning("grpc_request", grpc_code=code.name, latency_ms=latency_ms, error=message)
-                await context.abort(code, message)
+                        log.warning("grpc_request", grpc_code=code.name, latency_ms=latency_ms, error=error.message)
+                await _abort(context, error)
 
         return call

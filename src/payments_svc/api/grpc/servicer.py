@@ -17,6 +17,7 @@ from ...service.payments import PaymentService
 from ..errors import REPLAYED_HEADER
 from ..payment_fields import event_fields, payment_fields, refund_fields
 from ..request_context import current_caller
+from ..untrusted_input import MAX_JSON_DEPTH, json_too_deep
 
 
 def _envelope(payment, delivery=None) -> pb.PaymentEnvelopeResponse:
@@ -71,9 +72,9 @@ class PaymentsServicer(payments_pb2_grpc.PaymentsServiceServicer):
 
     async def ListPayments(self, request: pb.ListPaymentsRequest, context):
         if request.provider != 0 and request.provider not in ProviderType._value2member_map_:
-            raise ValidationError("invalid provider")
+            raise ValidationError("invalid provider", field="provider")
         if request.has_status and request.status not in PaymentStatus._value2member_map_:
-            raise ValidationError("invalid status")
+            raise ValidationError("invalid status", field="status")
         query = ListPaymentsQuery(
             request_id=request.request_id.strip(),
             caller_service=request.caller_service.strip(),
@@ -91,6 +92,8 @@ class PaymentsServicer(payments_pb2_grpc.PaymentsServiceServicer):
         return _envelope(await self._service.cancel_payment(current_caller.get(), request.id, request.reason))
 
     async def HandleProviderCallback(self, request: pb.HandleProviderCallbackRequest, context):
+        if json_too_deep(request.payload):
+            raise ValidationError(f"payload is nested more than {MAX_JSON_DEPTH} levels deep", field="payload")
         await self._service.handle_provider_callback(
             ProviderCallback(
                 request_id=request.request_id,

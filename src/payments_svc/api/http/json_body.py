@@ -4,6 +4,8 @@ Compatible with the reference's Go binder: snake_case keys matched without regar
 to case, unknown keys ignored, null meaning "not given", integers only as JSON
 integers (10.5, 1e3 and "1000" are errors). Additions: enum names are accepted
 ("PAYMENT_METHOD_HOSTED_CARD", "hosted_card") and so are lowerCamelCase keys.
+Hostile input is refused, naming the field: nesting deeper than MAX_JSON_DEPTH,
+strings with NUL or unpaired surrogates ("\ud800").
 """
 
 from __future__ import annotations
@@ -13,10 +15,16 @@ from enum import IntEnum
 from typing import Any
 
 from ...domain.enums import PaymentMethod, PaymentType, ProviderType
+from ..untrusted_input import MAX_JSON_DEPTH, json_too_deep, text_problem
 
 
 class BodyError(Exception):
-    """The body cannot be bound to the request type."""
+    """The body cannot be bound to the request type; `field` is the offending one, if any."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.field = field
 
 
 INT64 = (-(2**63), 2**63 - 1)
@@ -58,28 +66,46 @@ def _enum_prefix(enum: type[IntEnum]) -> str:
     return "PROVIDER_TYPE_" if enum is ProviderType else snake + "_"
 
 
+def enum_by_name(enum: type[IntEnum], name: str) -> int | None:
+    """The number a value name stands for ("paid", "PAID", "PAYMENT_STATUS_PAID"), or None.
+    ASCII case-folding only: str.upper() would make "hoſted_card" "HOSTED_CARD"."""
+    if not name.isascii():
+        return None
+    key = name.strip().upper().removeprefix(_enum_prefix(enum))
+    return int(enum[key]) if key in enum.__members__ else None
+
+
 def _enum_value(enum: type[IntEnum], name: str, value: Any) -> int:
     if isinstance(value, str):
-        key = value.strip().upper().removeprefix(_enum_prefix(enum))
-        if key in enum.__members__:
-            return int(enum[key])
-        raise BodyError(f"{name}: unknown value {value!r}")
+        number = enum_by_name(enum, value)
+        if number is None:
+            raise BodyError(f"{name}: unknown value {value[:40]!r}", name)
+        return number
     return _int_value(name, value, INT32)
 
 
 def _int_value(name: str, value: Any, bounds: tuple[int, int]) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise BodyError(f"{name} must be an integer")
+        raise BodyError(f"{name} must be an integer", name)
     if not bounds[0] <= value <= bounds[1]:
-        raise BodyError(f"{name} is out of range")
+        raise BodyError(f"{name} is out of range", name)
+    return value
+
+
+def _text(name: str, value: str) -> str:
+    problem = text_problem(value)
+    if problem is not None:
+        raise BodyError(f"{name} {problem}", name)
     return value
 
 
 def decode_object(raw: bytes, fields: dict[str, Any]) -> dict[str, Any]:
     """Returns {field: value} for the fields present and not null."""
+    if json_too_deep(raw):
+        raise BodyError(f"nested more than {MAX_JSON_DEPTH} levels deep")
     try:
         document = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except ValueError:  # UnicodeDecodeError included
         raise BodyError("body is not valid JSON") from None
     if not isinstance(document, dict):
         raise BodyError("body must be a JSON object")
@@ -95,12 +121,12 @@ def decode_object(raw: bytes, fields: dict[str, Any]) -> dict[str, Any]:
         kind = fields[name]
         if kind is str:
             if not isinstance(value, str):
-                raise BodyError(f"{name} must be a string")
-            out[name] = value
+                raise BodyError(f"{name} must be a string", name)
+            out[name] = _text(name, value)
         elif kind is dict:
             if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
-                raise BodyError(f"{name} must be an object of string values")
-            out[name] = value
+                raise BodyError(f"{name} must be an object of string values", name)
+            out[name] = {_text(name, k): _text(name, v) for k, v in value.items()}
         elif isinstance(kind, tuple):
             out[name] = _int_value(name, value, kind)
         else:

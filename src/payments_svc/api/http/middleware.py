@@ -1,5 +1,6 @@
 """HTTP middleware, in the reference's order: request id (required, echoed), then
-auth; plus error mapping, access logs and a bounded, timed body read."""
+auth; plus error mapping (every error answer is the JSON error shape), access logs
+and a bounded, timed body read."""
 
 from __future__ import annotations
 
@@ -10,13 +11,14 @@ import time
 from collections.abc import Awaitable
 
 import structlog
-from aiohttp import web
+from aiohttp import ClientPayloadError, web
 
 from ... import metrics
-from ...auth.authenticators import Authenticator
-from ...domain.errors import PaymentsError
-from ..errors import HTTP_STATUSES, INTERNAL_MESSAGE
+from ...auth.authenticators import INVALID_KEY, Authenticator
+from ...domain.errors import ErrorKind, PaymentsError, UnauthenticatedError, ValidationError
+from ..errors import http_error, internal_error
 from ..request_context import current_caller
+from ..untrusted_input import text_problem
 
 log = structlog.get_logger("payments.http")
 
@@ -26,6 +28,8 @@ OPEN_PREFIXES = ("/healthz", "/readyz", "/metrics", "/openapi.json", "/sandbox/"
 # Webhooks a provider calls directly: no X-Request-ID or API key, the provider's
 # signature is their authentication.
 SIGNED_PATHS = ("/webhooks/stripe",)
+# Logged and counted for a client that left mid-request (nginx's "client closed request").
+CLIENT_CLOSED_REQUEST = 499
 
 
 def json_response(body: dict, status: int = 200, headers: dict | None = None) -> web.Response:
@@ -38,17 +42,15 @@ def json_response(body: dict, status: int = 200, headers: dict | None = None) ->
     )
 
 
-def error_response(message: str, status: int) -> web.Response:
-    return json_response({"error": message}, status)
+def error_response(error: PaymentsError, *, headers: dict[str, str] | None = None,
+                   compat: dict[str, str] | None = None) -> web.Response:
+    """The JSON error answer; `compat` adds keys the reference's answer had."""
+    status, body, error_headers = http_error(error)
+    return json_response({**body, **(compat or {})}, status, {**error_headers, **(headers or {})})
 
 
-class RequestError(Exception):
-    """A malformed HTTP request (path, query or body); always 400 unless told otherwise."""
-
-    def __init__(self, message: str, status: int = 400):
-        super().__init__(message)
-        self.message = message
-        self.status = status
+class ClientDisconnected(Exception):
+    """The client went away before its request was read: there is no one to answer."""
 
 
 async def read_body(request: web.Request) -> bytes:
@@ -57,24 +59,35 @@ async def read_body(request: web.Request) -> bytes:
         async with asyncio.timeout(timeout):
             return await request.read()
     except TimeoutError:
-        raise RequestError(f"request body not received within {timeout:g} seconds", 408) from None
+        raise PaymentsError(f"request body not received within {timeout:g} seconds", ErrorKind.REQUEST_TIMEOUT) from None
     except web.HTTPRequestEntityTooLarge:
-        raise RequestError(f"request body too large; the limit is {request.app['max_body']} bytes", 413) from None
+        raise PaymentsError(f"request body too large; the limit is {request.app['max_body']} bytes",
+                            ErrorKind.PAYLOAD_TOO_LARGE) from None
+    except (ConnectionError, ClientPayloadError):
+        raise ClientDisconnected() from None
+
+
+def header_text(request: web.Request, name: str) -> str | None:
+    """The header's trimmed value; None if it is not text (undecodable bytes arrive
+    as lone surrogates, which could be neither stored nor echoed back)."""
+    value = request.headers.get(name, "").strip()
+    return None if text_problem(value) else value
 
 
 def build_middlewares(authenticator: Authenticator):
     @web.middleware
     async def request_id_and_auth(request: web.Request, handler):
         if request.path.startswith(OPEN_PREFIXES):
-            return await handler(request)
+            return await _mapped(handler(request))
         started = time.perf_counter()
         if request.path in SIGNED_PATHS:
             response = await _mapped(handler(request))
             _log_request(request, response, started)
             return response
-        request_id = request.headers.get("X-Request-ID", "").strip()
-        if not request_id:
-            response = error_response("x-request-id header is required", 400)
+        try:
+            request_id = _request_id(request)
+        except PaymentsError as exc:
+            response = error_response(exc)
             _log_request(request, response, started)
             return response
         with structlog.contextvars.bound_contextvars(request_id=request_id):
@@ -84,6 +97,15 @@ def build_middlewares(authenticator: Authenticator):
             return response
 
     return [request_id_and_auth]
+
+
+def _request_id(request: web.Request) -> str:
+    request_id = header_text(request, "X-Request-ID")
+    if request_id is None:
+        raise ValidationError("x-request-id header must be UTF-8 text without NUL characters", field="x-request-id")
+    if not request_id:
+        raise ValidationError("x-request-id header is required", field="x-request-id")
+    return request_id
 
 
 def _route(request: web.Request) -> str:
@@ -120,29 +142,45 @@ def _log_request(request: web.Request, response: web.StreamResponse, started: fl
 
 
 async def _authenticated(request: web.Request, handler, authenticator: Authenticator) -> web.StreamResponse:
-    api_key = request.headers.get("X-API-Key", "").strip()
-    if not api_key:
-        return error_response("missing x-api-key header", 401)
+    api_key = header_text(request, "X-API-Key")
+    if api_key == "":
+        raise UnauthenticatedError("missing x-api-key header")
+    if api_key is None:  # no key we issue has such bytes
+        raise UnauthenticatedError(INVALID_KEY)
     caller = await authenticator.authenticate(api_key)
     current_caller.set(caller)
     structlog.contextvars.bind_contextvars(caller=caller.service_name)
     return await handler(request)
 
 
+# What an aiohttp HTTPException (routing, or raised by a page handler) is as an error.
+_HTTP_EXCEPTION_KINDS = {404: ErrorKind.NOT_FOUND, 405: ErrorKind.METHOD_NOT_ALLOWED,
+                         408: ErrorKind.REQUEST_TIMEOUT, 413: ErrorKind.PAYLOAD_TOO_LARGE}
+
+
+def http_exception_error(status: int, message: str) -> PaymentsError:
+    if status >= 500:
+        return internal_error()
+    return PaymentsError(message, _HTTP_EXCEPTION_KINDS.get(status, ErrorKind.INVALID_ARGUMENT))
+
+
 async def _mapped(call: Awaitable[web.StreamResponse]) -> web.StreamResponse:
-    """The response, or the error it raised as the reference's JSON error answer."""
+    """The response, or the error it raised as the JSON error answer."""
     try:
         return await call
     except PaymentsError as exc:
-        return error_response(exc.message, HTTP_STATUSES[exc.kind])
-    except RequestError as exc:
-        return error_response(exc.message, exc.status)
-    except web.HTTPMethodNotAllowed as exc:
-        return json_response({"message": "Method Not Allowed"}, 405, {"Allow": ", ".join(sorted(exc.allowed_methods))})
-    except web.HTTPNotFound:
-        return json_response({"message": "Not Found"}, 404)
+        return error_response(exc)
+    except ClientDisconnected:
+        return web.Response(status=CLIENT_CLOSED_REQUEST)
     except web.HTTPException as exc:
-        return error_response(exc.reason, exc.status)
+        if exc.status < 400:  # redirects
+            raise
+        default_text = exc.text is None or exc.text == f"{exc.status}: {exc.reason}"
+        message = exc.reason if default_text else exc.text
+        # The router's 404/405 keep the reference's {"message": ...} beside the error shape.
+        compat = {"message": message} if default_text and exc.status in (404, 405) else None
+        allow = {"Allow": ", ".join(sorted(exc.allowed_methods))} if isinstance(exc, web.HTTPMethodNotAllowed) else None
+        return error_response(http_exception_error(exc.status, message), headers=allow, compat=compat)
     except Exception:
         log.exception("http_unhandled_error")
-        return error_response(INTERNAL_MESSAGE, 500)
+        return error_response(internal_error())

@@ -1,13 +1,18 @@
-"""The OpenAPI 3 description of the HTTP shim, built from the proto descriptors so
-message schemas cannot drift from the proto (a test also compares it with the
-committed openapi.json and with the aiohttp routes)."""
+"""The OpenAPI 3.1 description of the HTTP shim, built from the proto descriptors so
+message schemas cannot drift from the proto (tests validate it with
+openapi-spec-validator and compare it with the committed openapi.json and with the
+aiohttp routes). The served document lists only the enabled providers' routes; the
+committed one (`build_openapi()`) has every provider's."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
+from ...domain.enums import ProviderType
+from ...domain.errors import ErrorKind
 from ...gen import payments_pb2 as pb
 
 F = FieldDescriptor
@@ -19,11 +24,25 @@ _SCALARS = {
     F.TYPE_UINT64: {"type": "integer", "format": "int64", "minimum": 0},
 }
 ERROR = {"$ref": "#/components/schemas/Error"}
-HEADERS = [
-    {"name": "X-Request-ID", "in": "header", "required": True, "schema": {"type": "string", "minLength": 1},
-     "description": "Required on every call; echoed back."},
-    {"name": "X-API-Key", "in": "header", "required": True, "schema": {"type": "string", "minLength": 1}},
-]
+REQUEST_ID = {"name": "X-Request-ID", "in": "header", "required": True, "schema": {"type": "string", "minLength": 1},
+              "description": "Required on every call, checked before the key (400 without it); echoed back."}
+SECURITY_SCHEMES = {
+    "ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key",
+               "description": "The caller's API key (`payments-svc keys create`, or the external Auth service's)."},
+    "RequestId": {"type": "apiKey", "in": "header", "name": "X-Request-ID",
+                  "description": "Not a credential, but required beside the key on every call that needs one: any "
+                                 "non-blank id of the caller's choosing, echoed back (each operation lists it as a header "
+                                 "parameter, since a missing one is 400, not 401)."},
+}
+API_KEY = [{"ApiKey": []}]
+RESPONSE_HEADERS = {
+    "X-Request-ID": {"description": "The request's X-Request-ID, echoed back.", "schema": {"type": "string"}},
+    "idempotent-replayed": {"description": "`true` when the answer is a replay of an earlier request with this request_id.",
+                            "schema": {"type": "string", "enum": ["true"]}},
+    "Retry-After": {"description": "Seconds to wait before retrying (with the same request_id).",
+                    "schema": {"type": "integer", "minimum": 0}},
+}
+RETRY_STATUSES = (409, 503)  # the statuses whose errors carry a retry hint
 PATH_ID = {"name": "id", "in": "path", "required": True,
            "schema": {"type": "integer", "minimum": 1, "maximum": 2**64 - 1, "description": "uint64"}}
 URL = {"type": "string", "maxLength": 1024, "pattern": "^\\s*[Hh][Tt][Tt][Pp][Ss]?://[^\\s/?#]+\\S*\\s*$"}
@@ -50,8 +69,6 @@ CREATE_CONSTRAINTS: dict[str, dict[str, Any]] = {
 }
 CREATE_REQUIRED = ["caller_service", "resource_type", "resource_id", "amount_cents", "currency", "payment_method",
                    "payment_type", "status_callback_url"]
-PROVIDER_FILTERS = [p.name.removeprefix("PROVIDER_TYPE_").lower() for p in pb.ProviderType.DESCRIPTOR.values if p.number] + [
-    str(p.number) for p in pb.ProviderType.DESCRIPTOR.values if p.number]
 CREATE_ENUM_VALUES = {"payment_method": [1, 2], "payment_type": [1, 2]}
 
 
@@ -77,29 +94,40 @@ def _field_schema(field: FieldDescriptor, *, accept_enum_names: bool) -> dict[st
 
 def message_schema(descriptor: Descriptor, *, request: bool = False) -> dict[str, Any]:
     properties = {f.name: _field_schema(f, accept_enum_names=request) for f in descriptor.fields}
-    if request:  # JSON null means "not given" in a request, as with the reference's binder
-        properties = {name: {**schema, "nullable": True} for name, schema in properties.items()}
     schema: dict[str, Any] = {"type": "object", "properties": properties}
-    if not request:
-        schema["required"] = [f.name for f in descriptor.fields if f.type != F.TYPE_MESSAGE or f.is_repeated]
+    if request:  # JSON null means "not given" in a request, as with the reference's binder
+        schema["properties"] = {name: nullable(s) for name, s in properties.items()}
+    else:
+        required = [f.name for f in descriptor.fields if f.type != F.TYPE_MESSAGE or f.is_repeated]
+        if required:
+            schema["required"] = required
         schema["additionalProperties"] = False
     return schema
 
 
+def nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    """The schema, or JSON null."""
+    if isinstance(schema.get("type"), str):
+        out = {**schema, "type": [schema["type"], "null"]}
+        if "enum" in schema:
+            out["enum"] = [*schema["enum"], None]
+        return out
+    for key in ("oneOf", "anyOf"):
+        if key in schema:
+            return {**schema, key: [*schema[key], {"type": "null"}]}
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
 def _create_request_schema() -> dict[str, Any]:
-    schema = message_schema(pb.CreatePaymentRequest.DESCRIPTOR, request=True)
-    properties = schema["properties"]
+    properties = {f.name: _field_schema(f, accept_enum_names=True) for f in pb.CreatePaymentRequest.DESCRIPTOR.fields}
     for name, constraints in CREATE_CONSTRAINTS.items():
-        properties[name] = {**properties[name], **constraints}
-        if "anyOf" in constraints:
-            properties[name] = {"anyOf": constraints["anyOf"], "nullable": True}
+        properties[name] = constraints if "anyOf" in constraints else {**properties[name], **constraints}
     for name, values in CREATE_ENUM_VALUES.items():
         numbers, names = properties[name]["oneOf"]
-        enum = properties[name]["oneOf"][0]["enum"]
-        numbers["enum"] = [v for v in enum if v in values]
+        numbers["enum"] = [v for v in numbers["enum"] if v in values]
         names["enum"] = [n for n in names["enum"] if not n.endswith(("UNSPECIFIED", "unspecified"))]
-    schema["required"] = CREATE_REQUIRED
-    return schema
+    return {"type": "object", "properties": {name: nullable(s) for name, s in properties.items()},
+            "required": CREATE_REQUIRED}
 
 
 def _with_nested(descriptors: list[Descriptor]) -> list[Descriptor]:
@@ -115,10 +143,21 @@ def _with_nested(descriptors: list[Descriptor]) -> list[Descriptor]:
     return sorted(seen.values(), key=lambda d: d.name)
 
 
-def _responses(ok_status: int, ok_schema: str, *errors: int) -> dict[str, Any]:
-    out: dict[str, Any] = {str(ok_status): {"description": "OK", "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ok_schema}"}}}}}
+def _responses(ok_status: int, ok_schema: str, *errors: int, replayed: bool = False,
+               echoed: bool = True) -> dict[str, Any]:
+    """The success answer and the error answers (400, 401, 403, 503 and `errors`).
+    `replayed`: the success may be an idempotent replay; `echoed`: X-Request-ID comes back."""
+    echo = {"X-Request-ID": {"$ref": "#/components/headers/X-Request-ID"}} if echoed else {}
+    ok_headers = {**echo, **({"idempotent-replayed": {"$ref": "#/components/headers/idempotent-replayed"}} if replayed else {})}
+    out: dict[str, Any] = {str(ok_status): {
+        "description": "OK", "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ok_schema}"}}},
+        **({"headers": ok_headers} if ok_headers else {})}}
     for status in sorted({400, 401, 403, 503, *errors}):
-        out[str(status)] = {"description": "Error", "content": {"application/json": {"schema": ERROR}}}
+        headers = dict(echo)
+        if status in RETRY_STATUSES:
+            headers["Retry-After"] = {"$ref": "#/components/headers/Retry-After"}
+        out[str(status)] = {"description": "Error", "content": {"application/json": {"schema": ERROR}},
+                            **({"headers": headers} if headers else {})}
     return out
 
 
@@ -131,84 +170,116 @@ def _query(name: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {"name": name, "in": "query", "required": False, "allowEmptyValue": True, "schema": schema}
 
 
-def build_openapi() -> dict[str, Any]:
+def _query_enum_values(enum) -> list[str]:
+    """What a query filter takes for an enum: the number or the value's name, in any spelling."""
+    prefix = enum.values[0].name.removesuffix("UNSPECIFIED")
+    out: list[str] = []
+    for value in enum.values:
+        if value.number:
+            short = value.name.removeprefix(prefix)
+            out += [str(value.number), short.lower(), short, value.name]
+    return out
+
+
+ERROR_SCHEMA = {
+    "type": "object",
+    "required": ["error", "code"],
+    "properties": {
+        "error": {"type": "string", "description": "What went wrong and what to do (the reference's message)."},
+        "code": {"type": "string", "enum": [kind.code for kind in ErrorKind], "description": "Machine-readable; "
+                 "the same as the gRPC error's google.rpc.ErrorInfo reason, lower-cased."},
+        "field": {"type": "string", "description": "The offending body field, query parameter or header, when there is one."},
+        "message": {"type": "string", "description": "404 and 405 only: the same text under the key the reference's "
+                                                     "router answered with."},
+    },
+}
+
+
+def build_openapi(providers: Collection[ProviderType] | None = None) -> dict[str, Any]:
+    """`providers`: the enabled ones (the served document); None: all of them."""
     responses = [pb.PaymentEnvelopeResponse, pb.ListPaymentsResponse, pb.MessageResponse, pb.HealthResponse,
                  pb.ListPaymentEventsResponse, pb.RefundPaymentResponse]
     schemas = {d.name: message_schema(d) for d in _with_nested([m.DESCRIPTOR for m in responses])}
     schemas["CreatePaymentRequest"] = _create_request_schema()
     schemas["CancelPaymentRequest"] = {"type": "object", "properties": {
-        "reason": {"type": "string", "maxLength": 255, "nullable": True}}}
+        "reason": {"type": ["string", "null"], "maxLength": 255}}}
     schemas["RefundPaymentRequest"] = {"type": "object", "properties": {
-        "request_id": {"type": "string", "maxLength": 128, "nullable": True,
+        "request_id": {"type": ["string", "null"], "maxLength": 128,
                        "description": "The refund's idempotency key; default X-Request-ID."},
-        "amount_cents": {"type": "integer", "format": "int64", "minimum": 0, "nullable": True,
+        "amount_cents": {"type": ["integer", "null"], "format": "int64", "minimum": 0,
                          "description": "0: all still refundable."},
-        "reason": {"type": "string", "enum": ["", "duplicate", "fraudulent", "requested_by_customer", None],
-                   "nullable": True}}}
-    schemas["Error"] = {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}
-    statuses = [v.number for v in pb.PaymentStatus.DESCRIPTOR.values if v.number]
+        "reason": {"type": ["string", "null"], "enum": ["", "duplicate", "fraudulent", "requested_by_customer", None]}}}
+    schemas["Error"] = ERROR_SCHEMA
+    signed_webhook = {"name": "Stripe-Signature", "in": "header", "required": True, "schema": {"type": "string"}}
     paths = {
-        "/health": {"get": {"operationId": "Health", "parameters": HEADERS, "responses": _responses(200, "HealthResponse")}},
-        "/healthz": {"get": {"operationId": "Liveness", "description": "Liveness probe; no headers needed.",
+        "/health": {"get": {"operationId": "Health", "parameters": [REQUEST_ID], "responses": _responses(200, "HealthResponse")}},
+        "/healthz": {"get": {"operationId": "Liveness", "description": "Liveness probe; no headers needed.", "security": [],
                              "responses": {"200": {"description": "The process serves."}}}},
-        "/readyz": {"get": {"operationId": "Readiness", "description": "Readiness probe; no headers needed.",
+        "/readyz": {"get": {"operationId": "Readiness", "description": "Readiness probe; no headers needed.", "security": [],
                             "responses": {"200": {"description": "Ready."}, "503": {"description": "Not ready."}}}},
         "/payments": {
-            "post": {"operationId": "CreatePayment", "parameters": HEADERS, "requestBody": _body("CreatePaymentRequest"),
+            "post": {"operationId": "CreatePayment", "parameters": [REQUEST_ID], "requestBody": _body("CreatePaymentRequest"),
                      "description": "201 also on an idempotent replay (header idempotent-replayed: true).",
-                     "responses": _responses(201, "PaymentEnvelopeResponse", 409, 413, 422)},
-            "get": {"operationId": "ListPayments", "parameters": HEADERS + [
+                     "responses": _responses(201, "PaymentEnvelopeResponse", 408, 409, 413, 422, replayed=True)},
+            "get": {"operationId": "ListPayments", "parameters": [
+                REQUEST_ID,
                 _query("request_id", {"type": "string"}), _query("caller_service", {"type": "string"}),
                 _query("resource_type", {"type": "string"}), _query("resource_id", {"type": "string"}),
-                _query("status", {"type": "integer", "enum": statuses}),
-                _query("provider", {"type": "string", "enum": PROVIDER_FILTERS}),
+                _query("status", {"type": "string", "enum": _query_enum_values(pb.PaymentStatus.DESCRIPTOR)}),
+                _query("provider", {"type": "string", "enum": _query_enum_values(pb.ProviderType.DESCRIPTOR)}),
                 _query("limit", {"type": "integer", "minimum": 0, "maximum": 500}),
                 _query("offset", {"type": "integer", "minimum": 0, "maximum": 2**31 - 1})],
                 "responses": _responses(200, "ListPaymentsResponse")},
         },
-        "/payments/{id}": {"get": {"operationId": "GetPayment", "parameters": HEADERS + [PATH_ID],
+        "/payments/{id}": {"get": {"operationId": "GetPayment", "parameters": [REQUEST_ID, PATH_ID],
                                    "responses": _responses(200, "PaymentEnvelopeResponse", 404)}},
-        "/payments/{id}/cancel": {"post": {"operationId": "CancelPayment", "parameters": HEADERS + [PATH_ID],
+        "/payments/{id}/cancel": {"post": {"operationId": "CancelPayment", "parameters": [REQUEST_ID, PATH_ID],
                                            "requestBody": _body("CancelPaymentRequest", required=False),
-                                           "responses": _responses(200, "PaymentEnvelopeResponse", 404)}},
-        "/payments/{id}/refund": {"post": {"operationId": "RefundPayment", "parameters": HEADERS + [PATH_ID],
+                                           "responses": _responses(200, "PaymentEnvelopeResponse", 404, 408, 413)}},
+        "/payments/{id}/refund": {"post": {"operationId": "RefundPayment", "parameters": [REQUEST_ID, PATH_ID],
                                            "requestBody": _body("RefundPaymentRequest", required=False),
                                            "description": "Idempotent on request_id (header idempotent-replayed: true).",
-                                           "responses": _responses(200, "RefundPaymentResponse", 404, 422)}},
+                                           "responses": _responses(200, "RefundPaymentResponse", 404, 408, 413, 422,
+                                                                   replayed=True)}},
         "/payments/{id}/callbacks/replay": {"post": {
-            "operationId": "ReplayCallback", "parameters": HEADERS + [PATH_ID],
+            "operationId": "ReplayCallback", "parameters": [REQUEST_ID, PATH_ID],
             "description": "Queues a new status callback delivery of the payment's current status.",
             "responses": _responses(202, "PaymentEnvelopeResponse", 404)}},
-        "/webhooks/stripe": {"post": {
-            "operationId": "StripeWebhook",
-            "description": "Stripe's account-level webhook endpoint: no X-Request-ID or X-API-Key, the signature authenticates.",
-            "parameters": [{"name": "Stripe-Signature", "in": "header", "required": True, "schema": {"type": "string"}}],
-            "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}},
-            "responses": {k: v for k, v in _responses(200, "MessageResponse", 404, 413).items() if k not in ("401", "403")}}},
-        "/payments/{id}/events": {"get": {"operationId": "ListPaymentEvents", "parameters": HEADERS + [
-            PATH_ID, _query("limit", {"type": "integer", "minimum": 0, "maximum": 500}),
+        "/payments/{id}/events": {"get": {"operationId": "ListPaymentEvents", "parameters": [
+            REQUEST_ID, PATH_ID, _query("limit", {"type": "integer", "minimum": 0, "maximum": 500}),
             _query("after_event_id", {"type": "integer", "minimum": 0, "maximum": 2**63 - 1})],
             "responses": _responses(200, "ListPaymentEventsResponse", 404)}},
         "/webhooks/providers/{provider}/{hash}": {"post": {
             "operationId": "HandleProviderCallback",
-            "parameters": HEADERS + [
+            "parameters": [
+                REQUEST_ID,
                 {"name": "provider", "in": "path", "required": True, "schema": {"type": "string"}},
                 {"name": "hash", "in": "path", "required": True, "schema": {"type": "string"}},
-                {"name": "Stripe-Signature", "in": "header", "required": False, "schema": {"type": "string"}},
+                {**signed_webhook, "required": False},
                 {"name": "X-Provider-Signature", "in": "header", "required": False, "schema": {"type": "string"}}],
             "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}},
             "description": "The provider's raw webhook body, or {\"payload\": \"<raw>\", \"signature\": \"<header>\"}.",
-            "responses": _responses(200, "MessageResponse", 404, 413)}},
+            "responses": _responses(200, "MessageResponse", 404, 408, 413)}},
     }
+    if providers is None or ProviderType.STRIPE in providers:
+        paths["/webhooks/stripe"] = {"post": {
+            "operationId": "StripeWebhook", "security": [],
+            "description": "Stripe's account-level webhook endpoint: no X-Request-ID or X-API-Key, the signature authenticates.",
+            "parameters": [signed_webhook],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}},
+            "responses": {k: v for k, v in _responses(200, "MessageResponse", 404, 408, 413, echoed=False).items()
+                          if k not in ("401", "403")}}}
     # Links from a created payment to the operations on it (for clients and stateful testing).
     paths["/payments"]["post"]["responses"]["201"]["links"] = {
         op: {"operationId": op, "parameters": {"id": "$response.body#/payment/id"}}
         for op in ("GetPayment", "CancelPayment", "ListPaymentEvents", "RefundPayment", "ReplayCallback")
     }
     return {
-        "openapi": "3.0.3",
+        "openapi": "3.1.0",
         "info": {"title": "payments-svc HTTP shim", "version": "1",
-                 "description": "The same operations as gRPC payments.PaymentsService, as JSON."},
+                 "description": "The same operations as gRPC payments.PaymentsService, as JSON. Every error answer is "
+                                "`{\"error\": <message>, \"code\": <code>, \"field\": <field, when one>}`."},
+        "security": API_KEY,
         "paths": paths,
-        "components": {"schemas": schemas},
+        "components": {"schemas": schemas, "securitySchemes": SECURITY_SCHEMES, "headers": RESPONSE_HEADERS},
     }

@@ -1,31 +1,22 @@
-"""Operator endpoints: Prometheus metrics and the OpenAPI description (no API key:
-they carry no payment data)."""
+"""Operator endpoints: Prometheus metrics (no API key: they carry no payment data)."""
 
 from __future__ import annotations
-
-import json
 
 from aiohttp import web
 
 from ... import metrics
 from ...db.engine import Database
 from ...service.callbacks import refresh_outbox_metrics
-from .openapi import build_openapi
 
 
 class OpsRoutes:
     def __init__(self, db: Database):
         self.db = db
-        self._openapi = json.dumps(build_openapi(), indent=2).encode() + b"\n"
 
     def register(self, app: web.Application) -> None:
         app.router.add_get("/metrics", self.metrics)
-        app.router.add_get("/openapi.json", self.openapi)
 
     async def metrics(self, request: web.Request) -> web.Response:
         await refresh_outbox_metrics(self.db)
         body, content_type = metrics.render()
         return web.Response(body=body, headers={"Content-Type": content_type})
-
-    async def openapi(self, request: web.Request) -> web.Response:
-        return web.Response(body=self._openapi, content_type="application/json")

@@ -8,7 +8,8 @@ from aiohttp import web
 
 from ...domain.enums import ProviderType
 from ...service.payments import PaymentService
-from .middleware import json_response, read_body
+from .middleware import json_response
+from .routes import read_webhook_body, signature_header
 
 RETURN_PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
@@ -30,9 +31,9 @@ class StripeRoutes:
         app.router.add_get("/stripe/return", self.return_page)
 
     async def webhook(self, request: web.Request) -> web.Response:
-        payload = await read_body(request)
+        payload = await read_webhook_body(request)
         await self.service.handle_account_callback(
-            ProviderType.STRIPE.code, payload, request.headers.get("Stripe-Signature", "").strip()
+            ProviderType.STRIPE.code, payload, signature_header(request, "Stripe-Signature")
         )
         return json_response({"message": "Provider callback processed"})
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
-from .callback_policy import parse_host_pattern
+from .callback_policy import CallbackDestinations, IPNetwork, parse_host_pattern, parse_network
 from .providers.stripe_settings import StripeSettings, stripe_settings_from_env
 from .stellar.settings import StellarSettings, stellar_settings_from_env
 from .webhooks_signing import secret_key
@@ -91,6 +91,13 @@ def _durations(environ, name: str, default: str) -> tuple[float, ...]:
 def _host_patterns(environ, name: str) -> tuple[str, ...]:
     try:
         return tuple(parse_host_pattern(p) for p in (_env(environ, name) or "").split(",") if p.strip())
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+
+
+def _networks(environ, name: str) -> tuple[IPNetwork, ...]:
+    try:
+        return tuple(parse_network(n) for n in (_env(environ, name) or "").split(",") if n.strip())
     except ValueError as exc:
         raise ConfigError(f"{name}: {exc}") from None
 
@@ -201,6 +208,7 @@ class Settings:
     callback_http_timeout_seconds: float = 10.0
     callback_retry_max_interval_seconds: float = 43200.0
     callback_allowed_hosts: tuple[str, ...] = ()
+    callback_allowed_networks: tuple[IPNetwork, ...] = ()
     callback_signing_secrets: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     pending_timeout_seconds: float = 3600.0
     reconcile_stale_after_seconds: float = 900.0
@@ -220,6 +228,12 @@ class Settings:
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def callback_destinations(self) -> CallbackDestinations:
+        """Where status callbacks may be sent; loopback (the tests' receivers) only outside production."""
+        return CallbackDestinations(self.callback_allowed_hosts, self.callback_allowed_networks,
+                                    allow_loopback=not self.is_production)
 
     @property
     def callback_base_url(self) -> str:
@@ -306,6 +320,7 @@ def load_settings(environ: dict[str, str] | None = None, *, base_dir: Path | Non
         callback_http_timeout_seconds=float(_int(env, "PAYMENTS_CALLBACK_HTTP_TIMEOUT_SECONDS", 10, minimum=1)),
         callback_retry_max_interval_seconds=_seconds(env, "PAYMENTS_CALLBACK_RETRY_MAX_INTERVAL_MINUTES", 720),
         callback_allowed_hosts=_host_patterns(env, "PAYMENTS_CALLBACK_ALLOWED_HOSTS"),
+        callback_allowed_networks=_networks(env, "PAYMENTS_CALLBACK_ALLOWED_NETWORKS"),
         callback_signing_secrets=_signing_secrets(env, "PAYMENTS_CALLBACK_SIGNING_SECRETS"),
         pending_timeout_seconds=_seconds(env, "PAYMENTS_PENDING_TIMEOUT_MINUTES", 60),
         reconcile_stale_after_seconds=_seconds(env, "PAYMENTS_RECONCILE_STALE_AFTER_MINUTES", 15),

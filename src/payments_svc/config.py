@@ -54,6 +54,20 @@ def _bool(environ, name: str, default: bool) -> bool:
     raise ConfigError(f"{name} must be true or false, got {raw!r}")
 
 
+def _timeout(environ, name: str, default: float) -> float:
+    """A positive number of seconds (fractions allowed)."""
+    raw = _env(environ, name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if not value > 0:
+        raise ConfigError(f"{name} must be > 0, got {raw}")
+    return value
+
+
 def _seconds(environ, minutes_name: str, default_minutes: float, *, minimum: float = 0) -> float:
     """A duration given as NAME_MINUTES, or as NAME_SECONDS (finer, used by tests)."""
     seconds_name = minutes_name.removesuffix("_MINUTES") + "_SECONDS"
@@ -191,6 +205,10 @@ class Settings:
     database_url: str = ""
     db_pool_size: int = 10
     db_pool_recycle_seconds: int = 1800
+    db_connect_timeout_seconds: float = 5.0
+    db_pool_timeout_seconds: float = 5.0
+    db_statement_timeout_seconds: float = 10.0
+    readiness_timeout_seconds: float = 1.5
     log_level: str = "info"
 
     default_provider: str | None = None
@@ -306,6 +324,10 @@ def load_settings(environ: dict[str, str] | None = None, *, base_dir: Path | Non
         database_url=database_url,
         db_pool_size=_int(env, "MYSQL_MAX_OPEN_CONNS", 10, minimum=1),
         db_pool_recycle_seconds=_int(env, "MYSQL_CONN_MAX_LIFETIME_MINUTES", 30, minimum=1) * 60,
+        db_connect_timeout_seconds=_timeout(env, "PAYMENTS_DB_CONNECT_TIMEOUT_SECONDS", 5.0),
+        db_pool_timeout_seconds=_timeout(env, "PAYMENTS_DB_POOL_TIMEOUT_SECONDS", 5.0),
+        db_statement_timeout_seconds=_timeout(env, "PAYMENTS_DB_STATEMENT_TIMEOUT_SECONDS", 10.0),
+        readiness_timeout_seconds=_timeout(env, "PAYMENTS_READINESS_TIMEOUT_SECONDS", 1.5),
         log_level=log_level,
         default_provider=default_provider,
         sandbox_enabled=_bool(env, "PAYMENTS_SANDBOX_ENABLED", not production),

@@ -9,7 +9,6 @@ import hashlib
 from typing import Protocol
 
 import grpc
-from sqlalchemy.exc import SQLAlchemyError
 
 from ..db.engine import Database
 from ..domain.errors import PermissionDeniedError, ServiceUnavailableError, UnauthenticatedError
@@ -52,11 +51,8 @@ class BuiltinKeyAuthenticator:
         self._db = db
 
     async def authenticate(self, api_key: str) -> Caller:
-        try:
-            async with self._db.read() as conn:
-                caller = await ApiKeyRepository(conn).find_active(api_key)
-        except (SQLAlchemyError, OSError) as exc:
-            raise ServiceUnavailableError("authentication is unavailable; retry later") from exc
+        async with self._db.read() as conn:  # the database away: ServiceUnavailableError, never a bad key
+            caller = await ApiKeyRepository(conn).find_active(api_key)
         if caller is None:
             raise UnauthenticatedError(INVALID_KEY)
         return caller

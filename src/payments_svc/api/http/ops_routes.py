@@ -3,12 +3,14 @@ they carry no payment data)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 from aiohttp import web
 
 from ... import metrics
 from ...db.engine import Database
+from ...domain.errors import ServiceUnavailableError
 from ...service.callbacks import refresh_outbox_metrics
 from .openapi import build_openapi
 
@@ -23,7 +25,8 @@ class OpsRoutes:
         app.router.add_get("/openapi.json", self.openapi)
 
     async def metrics(self, request: web.Request) -> web.Response:
-        await refresh_outbox_metrics(self.db)
+        with contextlib.suppress(ServiceUnavailableError):  # in an outage, metrics matter most: serve the rest
+            await refresh_outbox_metrics(self.db)
         body, content_type = metrics.render()
         return web.Response(body=body, headers={"Content-Type": content_type})
 

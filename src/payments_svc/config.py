@@ -190,6 +190,7 @@ class Settings:
     auth_service_addr: str | None = None
     auth_cache_ttl_seconds: float = 30.0
     auth_timeout_seconds: float = 2.0
+    gateway_services: frozenset[str] = frozenset()
 
     http_host: str = "0.0.0.0"
     http_port: int = 8080
@@ -311,6 +312,7 @@ def load_settings(environ: dict[str, str] | None = None, *, base_dir: Path | Non
         auth_service_addr=_env(env, "AUTH_SERVICE_GRPC_ADDR"),
         auth_cache_ttl_seconds=float(_int(env, "PAYMENTS_AUTH_CACHE_TTL_SECONDS", 30, minimum=0)),
         auth_timeout_seconds=float(_int(env, "PAYMENTS_AUTH_TIMEOUT_SECONDS", 2, minimum=1)),
+        gateway_services=frozenset(n.strip() for n in (_env(env, "PAYMENTS_GATEWAY_SERVICES") or "").split(",") if n.strip()),
         http_host=_env(env, "HTTP_HOST") or "0.0.0.0",
         http_port=_int(env, "HTTP_PORT", 8080, minimum=0),
         grpc_host=_env(env, "GRPC_HOST") or "0.0.0.0",

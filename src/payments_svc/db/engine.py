@@ -255,7 +255,7 @@ def database_away(exc: BaseException) -> bool:
 
 def describe(exc: BaseException, timeout: float | None) -> str:
     """The cause, without the statement or its parameters."""
-    if isinstance(exc, TimeoutError):
+    if isinstance(exc, TimeoutError) and timeout is not None:
         return f"no answer within {timeout:g} s (PAYMENTS_DB_STATEMENT_TIMEOUT_SECONDS)"
     if isinstance(exc, sa.exc.TimeoutError):
         return "every pooled connection stayed busy (PAYMENTS_DB_POOL_TIMEOUT_SECONDS, MYSQL_MAX_OPEN_CONNS)"

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
-from .callback_policy import parse_host_pattern
+from .callback_policy import CallbackDestinations, IPNetwork, parse_host_pattern, parse_network
 from .providers.stripe_settings import StripeSettings, stripe_settings_from_env
 from .stellar.settings import StellarSettings, stellar_settings_from_env
 from .webhooks_signing import secret_key
@@ -54,6 +54,20 @@ def _bool(environ, name: str, default: bool) -> bool:
     raise ConfigError(f"{name} must be true or false, got {raw!r}")
 
 
+def _timeout(environ, name: str, default: float) -> float:
+    """A positive number of seconds (fractions allowed)."""
+    raw = _env(environ, name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if not value > 0:
+        raise ConfigError(f"{name} must be > 0, got {raw}")
+    return value
+
+
 def _seconds(environ, minutes_name: str, default_minutes: float, *, minimum: float = 0) -> float:
     """A duration given as NAME_MINUTES, or as NAME_SECONDS (finer, used by tests)."""
     seconds_name = minutes_name.removesuffix("_MINUTES") + "_SECONDS"
@@ -91,6 +105,13 @@ def _durations(environ, name: str, default: str) -> tuple[float, ...]:
 def _host_patterns(environ, name: str) -> tuple[str, ...]:
     try:
         return tuple(parse_host_pattern(p) for p in (_env(environ, name) or "").split(",") if p.strip())
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+
+
+def _networks(environ, name: str) -> tuple[IPNetwork, ...]:
+    try:
+        return tuple(parse_network(n) for n in (_env(environ, name) or "").split(",") if n.strip())
     except ValueError as exc:
         raise ConfigError(f"{name}: {exc}") from None
 
@@ -169,6 +190,7 @@ class Settings:
     auth_service_addr: str | None = None
     auth_cache_ttl_seconds: float = 30.0
     auth_timeout_seconds: float = 2.0
+    gateway_services: frozenset[str] = frozenset()
 
     http_host: str = "0.0.0.0"
     http_port: int = 8080
@@ -184,6 +206,10 @@ class Settings:
     database_url: str = ""
     db_pool_size: int = 10
     db_pool_recycle_seconds: int = 1800
+    db_connect_timeout_seconds: float = 5.0
+    db_pool_timeout_seconds: float = 5.0
+    db_statement_timeout_seconds: float = 10.0
+    readiness_timeout_seconds: float = 1.5
     log_level: str = "info"
 
     default_provider: str | None = None
@@ -201,6 +227,7 @@ class Settings:
     callback_http_timeout_seconds: float = 10.0
     callback_retry_max_interval_seconds: float = 43200.0
     callback_allowed_hosts: tuple[str, ...] = ()
+    callback_allowed_networks: tuple[IPNetwork, ...] = ()
     callback_signing_secrets: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     pending_timeout_seconds: float = 3600.0
     reconcile_stale_after_seconds: float = 900.0
@@ -220,6 +247,12 @@ class Settings:
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def callback_destinations(self) -> CallbackDestinations:
+        """Where status callbacks may be sent; loopback (the tests' receivers) only outside production."""
+        return CallbackDestinations(self.callback_allowed_hosts, self.callback_allowed_networks,
+                                    allow_loopback=not self.is_production)
 
     @property
     def callback_base_url(self) -> str:
@@ -279,6 +312,7 @@ def load_settings(environ: dict[str, str] | None = None, *, base_dir: Path | Non
         auth_service_addr=_env(env, "AUTH_SERVICE_GRPC_ADDR"),
         auth_cache_ttl_seconds=float(_int(env, "PAYMENTS_AUTH_CACHE_TTL_SECONDS", 30, minimum=0)),
         auth_timeout_seconds=float(_int(env, "PAYMENTS_AUTH_TIMEOUT_SECONDS", 2, minimum=1)),
+        gateway_services=frozenset(n.strip() for n in (_env(env, "PAYMENTS_GATEWAY_SERVICES") or "").split(",") if n.strip()),
         http_host=_env(env, "HTTP_HOST") or "0.0.0.0",
         http_port=_int(env, "HTTP_PORT", 8080, minimum=0),
         grpc_host=_env(env, "GRPC_HOST") or "0.0.0.0",
@@ -292,6 +326,10 @@ def load_settings(environ: dict[str, str] | None = None, *, base_dir: Path | Non
         database_url=database_url,
         db_pool_size=_int(env, "MYSQL_MAX_OPEN_CONNS", 10, minimum=1),
         db_pool_recycle_seconds=_int(env, "MYSQL_CONN_MAX_LIFETIME_MINUTES", 30, minimum=1) * 60,
+        db_connect_timeout_seconds=_timeout(env, "PAYMENTS_DB_CONNECT_TIMEOUT_SECONDS", 5.0),
+        db_pool_timeout_seconds=_timeout(env, "PAYMENTS_DB_POOL_TIMEOUT_SECONDS", 5.0),
+        db_statement_timeout_seconds=_timeout(env, "PAYMENTS_DB_STATEMENT_TIMEOUT_SECONDS", 10.0),
+        readiness_timeout_seconds=_timeout(env, "PAYMENTS_READINESS_TIMEOUT_SECONDS", 1.5),
         log_level=log_level,
         default_provider=default_provider,
         sandbox_enabled=_bool(env, "PAYMENTS_SANDBOX_ENABLED", not production),
@@ -306,6 +344,7 @@ def load_settings(environ: dict[str, str] | None = None, *, base_dir: Path | Non
         callback_http_timeout_seconds=float(_int(env, "PAYMENTS_CALLBACK_HTTP_TIMEOUT_SECONDS", 10, minimum=1)),
         callback_retry_max_interval_seconds=_seconds(env, "PAYMENTS_CALLBACK_RETRY_MAX_INTERVAL_MINUTES", 720),
         callback_allowed_hosts=_host_patterns(env, "PAYMENTS_CALLBACK_ALLOWED_HOSTS"),
+        callback_allowed_networks=_networks(env, "PAYMENTS_CALLBACK_ALLOWED_NETWORKS"),
         callback_signing_secrets=_signing_secrets(env, "PAYMENTS_CALLBACK_SIGNING_SECRETS"),
         pending_timeout_seconds=_seconds(env, "PAYMENTS_PENDING_TIMEOUT_MINUTES", 60),
         reconcile_stale_after_seconds=_seconds(env, "PAYMENTS_RECONCILE_STALE_AFTER_MINUTES", 15),

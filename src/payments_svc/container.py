@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .auth.authenticators import Authenticator, BuiltinKeyAuthenticator, CachingAuthenticator, ExternalAuthenticator
+from .auth.authenticators import (
+    Authenticator,
+    BuiltinKeyAuthenticator,
+    CachingAuthenticator,
+    ExternalAuthenticator,
+    GatewayGrants,
+)
 from .config import ConfigError, Settings
 from .db.engine import Database, open_database
 from .db.migrate import CURRENT_VERSION, current_version
@@ -75,6 +81,8 @@ def build_authenticator(settings: Settings, db: Database) -> Authenticator:
         )
     else:
         inner = BuiltinKeyAuthenticator(db)
+    if settings.gateway_services:
+        inner = GatewayGrants(inner, settings.gateway_services)
     return CachingAuthenticator(inner, settings.auth_cache_ttl_seconds)
 
 

@@ -50,7 +50,7 @@ async def serve(settings: Settings, *, shared_ports: bool = False) -> None:
         if stopping.is_set():
             return "shutting down"
         try:
-            await container.db.ping()
+            await container.db.ping(timeout=settings.readiness_timeout_seconds)  # answer before the probe gives up
         except Exception as exc:  # readiness reports, it does not crash
             return f"database unreachable: {type(exc).__name__}"
         return None

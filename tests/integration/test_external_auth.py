@@ -1,22 +1,21 @@
 """The reference's external Auth service (auth.AuthService/ValidateInternalAccess),
-faked in this process, in front of a real `payments-svc serve` (SQLite: auth never
-touches the database). Both transports: gRPC codes and HTTP statuses."""
+faked in this process (tests/fakes/auth_server.py), in front of a real
+`payments-svc serve` (SQLite: auth never touches the database). Both transports:
+gRPC codes and HTTP statuses."""
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
-from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 
 import aiohttp
 import grpc
 import pytest
 
-from payments_svc.gen import auth_pb2, auth_pb2_grpc, payments_pb2_grpc
 from payments_svc.gen import payments_pb2 as pb
+from payments_svc.gen import payments_pb2_grpc
 
+from ..fakes.auth_server import FakeAuth
 from ..support import ServerProcess, base_env, cli, new_database
 
 APP_API_KEY = "app-key-of-payments"
@@ -25,6 +24,7 @@ INVALID = "invalid or expired api key"
 
 # api key → what the fake Auth answers: (service_name, allowed_access), or a status code to fail with.
 KEYS: dict[str, tuple[str, list[str]] | grpc.StatusCode] = {
+    APP_API_KEY: (SERVICE, ["auth-service"]),  # our own key is a key of Auth too
     "k-shop": ("shop", [SERVICE, "orders-service"]),
     "k-cached": ("cached", [SERVICE]),
     "k-forbidden": ("crm", ["orders-service", "payments-service-admin", f"{SERVICE}:caller:*"]),
@@ -37,39 +37,8 @@ KEYS: dict[str, tuple[str, list[str]] | grpc.StatusCode] = {
 SLOW_SECONDS = 2.5  # more than PAYMENTS_AUTH_TIMEOUT_SECONDS=1 below
 
 
-class FakeAuth(auth_pb2_grpc.AuthServiceServicer):
-    """auth.AuthService on 127.0.0.1:<free port>, in a thread pool; records every call."""
-
-    def __init__(self):
-        self.calls: list[tuple[str, tuple[str, ...]]] = []  # (api_key asked about, x-api-key values sent)
-        self._lock = threading.Lock()
-        self.server = grpc.server(ThreadPoolExecutor(8))
-        auth_pb2_grpc.add_AuthServiceServicer_to_server(self, self.server)
-        self.port = self.server.add_insecure_port("127.0.0.1:0")
-        self.server.start()
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def ValidateInternalAccess(self, request, context):
-        sent = tuple(v for k, v in context.invocation_metadata() if k == "x-api-key")
-        with self._lock:
-            self.calls.append((request.api_key, sent))
-        answer = KEYS.get(request.api_key, grpc.StatusCode.NOT_FOUND)
-        if request.api_key == "k-slow":
-            time.sleep(SLOW_SECONDS)
-        if isinstance(answer, grpc.StatusCode):
-            context.abort(answer, "api key rejected by the fake")
-        service_name, allowed = answer
-        return auth_pb2.ValidateInternalAccessResponse(service_name=service_name, allowed_access=allowed)
-
-    def count(self, api_key: str) -> int:
-        with self._lock:
-            return Counter(key for key, _ in self.calls)[api_key]
-
-    def stop(self) -> None:
-        self.server.stop(None).wait(10)
+def fake_auth_server() -> FakeAuth:
+    return FakeAuth(KEYS, app_keys={APP_API_KEY}, delays={"k-slow": SLOW_SECONDS})
 
 
 def _serve(fake: FakeAuth, tmp_path, **extra) -> tuple[ServerProcess, object]:
@@ -87,7 +56,7 @@ def _stop(server: ServerProcess) -> None:
 
 @pytest.fixture(scope="module")
 def fake_auth():
-    fake = FakeAuth()
+    fake = fake_auth_server()
     yield fake
     fake.stop()
 
@@ -226,7 +195,7 @@ async def test_gateway_grant_acts_for_any_caller_and_plain_key_does_not(client):
 
 
 async def test_auth_down_or_slow_is_unavailable_never_unauthenticated(tmp_path):
-    fake = FakeAuth()
+    fake = fake_auth_server()
     server, database = _serve(fake, tmp_path, PAYMENTS_AUTH_CACHE_TTL_SECONDS="0", PAYMENTS_AUTH_TIMEOUT_SECONDS="1")
     try:
         async for client in _client(server):

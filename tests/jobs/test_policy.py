@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from payments_svc.callback_policy import callback_url_problem, host_allowed, parse_host_pattern, retry_after_seconds, retry_delay
+from payments_svc.callback_policy import CallbackDestinations, host_allowed, parse_host_pattern, retry_after_seconds, retry_delay
 from payments_svc.config import ConfigError, load_settings
 from payments_svc.webhooks_signing import generate_secret, secret_key, signature_header
 
@@ -98,8 +98,9 @@ def test_host_patterns():
     assert host_allowed("hooks.example.com", patterns) and host_allowed("::1", patterns)
     assert not host_allowed("127.0.0.2", patterns)
     assert host_allowed("anything.example", ())
-    assert callback_url_problem("http://127.0.0.1:8080/x", patterns) is None
-    assert "'evil.example' is not allowed by PAYMENTS_CALLBACK_ALLOWED_HOSTS" in callback_url_problem("https://evil.example/cb", patterns)
+    destinations = CallbackDestinations(allowed_hosts=patterns)
+    assert destinations.url_problem("http://127.0.0.1:8080/x") is None
+    assert "'evil.example' is not allowed by PAYMENTS_CALLBACK_ALLOWED_HOSTS" in destinations.url_problem("https://evil.example/cb")
     for bad in ("http://x.example", "*.*.example", "a*.example", "host:80", ""):
         with pytest.raises(ValueError):
             parse_host_pattern(bad)

@@ -18,6 +18,7 @@ from ..cli_settings import command_settings
 from ..clock import utcnow
 from ..config import ConfigError, Settings
 from ..db.engine import open_database
+from ..domain.errors import ServiceUnavailableError
 from ..metrics import serve_worker_metrics
 from ..repository.signing_secrets import SigningSecretExists, SigningSecretRepository
 
@@ -61,7 +62,7 @@ def _start(ctx: click.Context, worker: bool, build: Callable[[PaymentService], J
         code = asyncio.run(_run(settings, build, getattr(settings, interval_setting), worker))
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
-    except (SQLAlchemyError, OSError) as exc:
+    except (SQLAlchemyError, OSError, ServiceUnavailableError) as exc:
         raise click.ClickException(f"database unavailable: {type(exc).__name__}: {exc}") from None
     ctx.exit(code)
 

@@ -9,17 +9,20 @@ when the lease ends, with the same delivery id (the webhook-id receivers dedupe 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
+import socket
 import time
 import uuid
 from datetime import timedelta
 
 import aiohttp
 import structlog
+from aiohttp.abc import AbstractResolver, ResolveResult
 
 from .. import metrics
 from ..api.payment_fields import payment_fields
-from ..callback_policy import callback_url_problem, retry_after_seconds, retry_delay
+from ..callback_policy import CallbackDestinations, retry_after_seconds, retry_delay
 from ..clock import rfc3339, utcnow
 from ..config import Settings
 from ..db.engine import Database
@@ -38,6 +41,34 @@ log = structlog.get_logger("payments.jobs.dispatch")
 USER_AGENT = "payments-svc-webhooks/1"
 
 
+class DestinationRefused(Exception):
+    """The callback host resolved to an address the destination policy refuses. Not an
+    OSError, so that aiohttp lets it through as it is rather than as a connection error."""
+
+
+class PolicyResolver(AbstractResolver):
+    """Resolves callback hosts and checks every address against the destination policy
+    before aiohttp may connect to any: a name that points at (or is re-pointed to) an
+    internal address is refused on each new connection, not just when the URL was
+    accepted. IP literals never reach a resolver; `url_problem` has checked them."""
+
+    def __init__(self, destinations: CallbackDestinations):
+        self._destinations = destinations
+        self._resolver = aiohttp.DefaultResolver()
+
+    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+        addresses = await self._resolver.resolve(host, port, family)
+        for address in addresses:
+            ip = ipaddress.ip_address(address["host"].partition("%")[0])
+            problem = self._destinations.address_problem(host, ip)
+            if problem is not None:
+                raise DestinationRefused(problem)
+        return addresses
+
+    async def close(self) -> None:
+        await self._resolver.close()
+
+
 class CallbackDispatcher:
     name = "callbacks_dispatch"
 
@@ -45,6 +76,7 @@ class CallbackDispatcher:
         self.db = db
         self.settings = settings
         self.batch_size = settings.job_batch_size
+        self.destinations = settings.callback_destinations
         self._http: aiohttp.ClientSession | None = None
 
     async def close(self) -> None:
@@ -55,7 +87,8 @@ class CallbackDispatcher:
         if self._http is None:
             self._http = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=self.settings.callback_http_timeout_seconds),
-                connector=aiohttp.TCPConnector(limit=self.settings.job_concurrency),
+                connector=aiohttp.TCPConnector(limit=self.settings.job_concurrency,
+                                               resolver=PolicyResolver(self.destinations)),
                 cookie_jar=aiohttp.DummyCookieJar(),  # one receiver's cookies must not reach another
                 headers={"User-Agent": USER_AGENT},
             )
@@ -115,9 +148,9 @@ class CallbackDispatcher:
     async def _attempt(self, delivery: CallbackDelivery, payment: Payment, secrets: list[str]) -> Outcome:
         s = self.settings
         url = payment.status_callback_url
-        problem = callback_url_problem(url, s.callback_allowed_hosts)
+        problem = self.destinations.url_problem(url)
         if problem is not None:
-            return Outcome(DeliveryStatus.FAILED, utcnow(), None, 0, f"{problem}; not retried", None)
+            return self._refused(problem)
         body = json.dumps(
             {"type": delivery.event_type, "payment": payment_fields(payment)}, ensure_ascii=False, separators=(",", ":")
         ).encode()
@@ -132,11 +165,13 @@ class CallbackDispatcher:
         started = time.monotonic()
         status_code, retry_after, error = None, None, None
         try:
-            # Redirects are not followed: the allow-list names the host that may
-            # receive the payload, and a 3xx could point anywhere.
+            # Redirects are not followed: the policy checked the host that may receive
+            # the payload, and a 3xx could point anywhere.
             async with self._session().post(url, data=body, headers=headers, allow_redirects=False) as response:
                 status_code = response.status
                 retry_after = response.headers.get("Retry-After")
+        except DestinationRefused as exc:
+            return self._refused(str(exc))
         except TimeoutError:
             error = f"callback request timed out after {s.callback_http_timeout_seconds:g}s"
         except (aiohttp.ClientError, OSError) as exc:
@@ -152,6 +187,11 @@ class CallbackDispatcher:
             if 300 <= status_code < 400:
                 error += " (redirects are not followed)"
         return self._failed_attempt(delivery, status_code, latency_ms, error, retry_after)
+
+    @staticmethod
+    def _refused(problem: str) -> Outcome:
+        """The destination policy refuses the URL: failed for good, nothing sent."""
+        return Outcome(DeliveryStatus.FAILED, utcnow(), None, 0, f"{problem}; not retried", None)
 
     def _failed_attempt(
         self, delivery: CallbackDelivery, status_code: int | None, latency_ms: int, error: str, retry_after: str | None

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .. import metrics
 from ..db.engine import Database
+from ..domain.errors import ServiceUnavailableError
 
 log = structlog.get_logger("payments.jobs")
 
@@ -72,11 +73,8 @@ async def claim_transaction(db: Database) -> AsyncIterator[AsyncConnection]:
     """The transaction a claim runs in. On MySQL at READ COMMITTED, so that its
     FOR UPDATE SKIP LOCKED locks only the rows it returns, not the gaps between them
     (which would hold up the inserts of new rows). SQLite begins IMMEDIATE (engine.py)."""
-    async with db.engine.connect() as conn:
-        if db.dialect == "mysql":
-            conn = await conn.execution_options(isolation_level="READ COMMITTED")
-        async with conn.begin():
-            yield conn
+    async with db.transaction(isolation_level="READ COMMITTED" if db.dialect == "mysql" else None) as conn:
+        yield conn
 
 
 async def run_items(
@@ -100,6 +98,9 @@ async def run_items(
                 return ItemResult.NOT_STARTED
             try:
                 return await handle(item)
+            except ServiceUnavailableError as exc:  # the database is away: logged once, where it was noticed
+                log.warning("job_item_failed", error=exc.message)
+                return ItemResult.FAILED
             except Exception:  # one bad item must not lose the others' outcomes
                 log.exception("job_item_failed")
                 return ItemResult.FAILED
@@ -147,8 +148,10 @@ async def _run_batch(job: Job, stop: asyncio.Event) -> BatchResult | None:
     try:
         result = await job.run_batch(stop)
     except Exception as exc:  # e.g. the database is away: a worker logs and tries again next tick
-        log.exception("job_failed", job=job.name, error=f"{type(exc).__name__}: {exc}",
-                      latency_ms=round((time.monotonic() - started) * 1000))
+        # An outage was logged with its cause when noticed: no traceback on every tick of it.
+        emit = log.warning if isinstance(exc, ServiceUnavailableError) else log.exception
+        emit("job_failed", job=job.name, error=f"{type(exc).__name__}: {exc}",
+             latency_ms=round((time.monotonic() - started) * 1000))
         metrics.JOB_RUNS.labels(job.name, "error").inc()
         return None
     metrics.JOB_RUNS.labels(job.name, "failed" if result.failed else "ok").inc()

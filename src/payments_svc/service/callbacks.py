@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from .. import metrics
 from ..auth.caller import Caller
-from ..callback_policy import callback_url_problem
 from ..clock import utcnow
 from ..db.engine import Database
 from ..domain.errors import ErrorKind, PaymentsError
@@ -32,7 +31,7 @@ class CallbackService:
 
     async def replay(self, caller: Caller, payment_id: int) -> tuple[Payment, CallbackDelivery]:
         payment = await self.payments.get_payment(caller, payment_id)
-        problem = callback_url_problem(payment.status_callback_url, self.payments.settings.callback_allowed_hosts)
+        problem = self.payments.settings.callback_destinations.url_problem(payment.status_callback_url)
         if problem is not None:
             raise PaymentsError(f"{problem}; the callback cannot be delivered", ErrorKind.FAILED_PRECONDITION)
         now = utcnow()

@@ -14,7 +14,6 @@ from datetime import timedelta
 import structlog
 
 from ..auth.caller import Caller
-from ..callback_policy import callback_url_problem
 from ..clock import utcnow
 from ..config import Settings
 from ..db.engine import Database
@@ -75,9 +74,9 @@ class PaymentService:
         chosen = self.providers.find(cmd.provider)  # None: validation, then resolve() below, say why
         validate_create(cmd, max_amount_cents=self.settings.max_amount_cents,
                         provider_checks=chosen.validate if chosen else check_iso_currency)
-        problem = callback_url_problem(cmd.status_callback_url, self.settings.callback_allowed_hosts)
+        problem = self.settings.callback_destinations.url_problem(cmd.status_callback_url)
         if problem is not None:
-            raise ValidationError(problem)
+            raise ValidationError(problem, field="status_callback_url")
         if not caller.may_act_for(cmd.caller_service):
             raise PermissionDeniedError(f"this api key may not act for caller_service {cmd.caller_service!r}", field="caller_service")
         provider = self.providers.resolve(cmd.provider)

@@ -12,6 +12,7 @@ from ..cli_settings import command_settings
 from ..config import ConfigError, Settings
 from ..container import check_schema
 from ..db.engine import open_database
+from ..domain.errors import ServiceUnavailableError
 from ..metrics import serve_worker_metrics
 from .sync import HorizonUnavailable, sync_stellar_payments
 
@@ -38,7 +39,7 @@ def watch(ctx: click.Context, worker: bool) -> None:
         applied = asyncio.run(_watch(settings, worker))
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
-    except (SQLAlchemyError, OSError) as exc:
+    except (SQLAlchemyError, OSError, ServiceUnavailableError) as exc:
         raise click.ClickException(f"database unavailable: {type(exc).__name__}: {exc}") from None
     if applied is not None:
         click.echo(f"caught up: applied {applied} feed record(s) of {settings.stellar.receiving_account}")

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from aiohttp import web
 
 from ... import metrics
 from ...db.engine import Database
+from ...domain.errors import ServiceUnavailableError
 from ...service.callbacks import refresh_outbox_metrics
 
 
@@ -17,6 +20,7 @@ class OpsRoutes:
         app.router.add_get("/metrics", self.metrics)
 
     async def metrics(self, request: web.Request) -> web.Response:
-        await refresh_outbox_metrics(self.db)
+        with contextlib.suppress(ServiceUnavailableError):  # in an outage, metrics matter most: serve the rest
+            await refresh_outbox_metrics(self.db)
         body, content_type = metrics.render()
         return web.Response(body=body, headers={"Content-Type": content_type})

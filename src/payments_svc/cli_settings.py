@@ -34,8 +34,6 @@ def command_settings() -> Settings:
 
 def run_command(settings: Settings, coro: Coroutine[Any, Any, T]) -> T:
     """Runs a command's coroutine; setup failures become one line on stderr and exit 1."""
-    from sqlalchemy.exc import SQLAlchemyError
-
     from .config import ConfigError, redact_url
     from .db.migrate import MigrationError
 
@@ -43,16 +41,22 @@ def run_command(settings: Settings, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run(coro)
     except (ConfigError, MigrationError) as exc:  # the message names the setting or the step to take
         raise click.ClickException(str(exc)) from None
-    except (SQLAlchemyError, OSError) as exc:  # OSError: the driver's connect, a timeout
-        raise click.ClickException(
-            f"database unavailable ({redact_url(settings.database_url)}): {database_error_text(exc)}"
-        ) from None
+    except Exception as exc:
+        cause = _database_cause(exc)
+        if cause is None:
+            raise  # a bug: its traceback is wanted
+        raise click.ClickException(f"database unavailable ({redact_url(settings.database_url)}): {cause}") from None
 
 
-def database_error_text(exc: BaseException) -> str:
-    """The driver's own message on one line, without SQLAlchemy's SQL echo and links."""
-    from sqlalchemy.exc import DBAPIError
+def _database_cause(exc: BaseException) -> str | None:
+    """The database driver's message on one line (without SQLAlchemy's SQL echo and
+    links), if `exc` is, or was raised from, a database or connection error."""
+    from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-    cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
-    text = " ".join(str(cause).split())
-    return text or type(cause).__name__
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, SQLAlchemyError | OSError):  # OSError: the driver's connect, a timeout
+            cause = seen.orig if isinstance(seen, DBAPIError) and seen.orig is not None else seen
+            return " ".join(str(cause).split()) or type(cause).__name__
+        seen = seen.__cause__ or seen.__context__
+    return None

@@ -56,7 +56,7 @@ def render() -> tuple[bytes, str]:
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
 
 
-def listening_socket(host: str, port: int, variable: str, *, reuse_port: bool = False) -> socket.socket:
+def _listening_socket(host: str, port: int, variable: str, *, reuse_port: bool = False) -> socket.socket:
     """A socket listening on host:port; ConfigError naming `variable` when it cannot."""
     try:
         return socket.create_server((host, port), reuse_port=reuse_port)
@@ -87,7 +87,7 @@ def serve_worker_metrics(
     async def alive(_request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
-    sock = listening_socket("0.0.0.0", port, "PAYMENTS_METRICS_PORT", reuse_port=reuse_port)
+    sock = _listening_socket("0.0.0.0", port, "PAYMENTS_METRICS_PORT", reuse_port=reuse_port)
     app = web.Application()
     app.router.add_get("/metrics", scrape)
     app.router.add_get("/healthz", alive)

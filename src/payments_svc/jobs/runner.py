@@ -67,7 +67,8 @@ class Progress:
 
     def add_items(self, count: int) -> None:
         self.total += count
-        self._show()
+        if self.total:
+            self._show()
 
     def item_ended(self, item_result: ItemResult) -> None:
         self.result.add(item_result)
@@ -176,7 +177,7 @@ async def run_job(job: Job, *, worker: bool, interval: float, stop: asyncio.Even
         shown = Progress(job.name) if progress else None
         _progress.set(shown)
         try:
-            result = await _run_batch(job, stop)
+            result = await _run_batch(job, stop, worker=False)
         finally:
             if shown is not None:
                 shown.finish()
@@ -184,7 +185,7 @@ async def run_job(job: Job, *, worker: bool, interval: float, stop: asyncio.Even
     log.info("worker_started", job=job.name, interval_seconds=interval)
     while not stop.is_set():
         started = time.monotonic()
-        result = await _run_batch(job, stop)
+        result = await _run_batch(job, stop, worker=True)
         if result is not None and result.claimed >= job.batch_size:
             # A full batch: there is a backlog, take the next one now. What this batch
             # failed or deferred stays claimed (lease, schedule), so this never spins.
@@ -197,7 +198,7 @@ async def run_job(job: Job, *, worker: bool, interval: float, stop: asyncio.Even
     return 0
 
 
-async def _run_batch(job: Job, stop: asyncio.Event) -> BatchResult | None:
+async def _run_batch(job: Job, stop: asyncio.Event, *, worker: bool) -> BatchResult | None:
     started = time.monotonic()
     try:
         result = await job.run_batch(stop)
@@ -211,7 +212,7 @@ async def _run_batch(job: Job, stop: asyncio.Event) -> BatchResult | None:
     if result.failed:
         emit, event = log.warning, "job_failed"
     else:  # an idle worker's empty batches (every interval) would drown the rest at info
-        emit, event = (log.info if result.claimed else log.debug), "job_completed"
+        emit, event = (log.debug if worker and not result.claimed else log.info), "job_completed"
     emit(event, job=job.name, latency_ms=round((time.monotonic() - started) * 1000), claimed=result.claimed,
          done=result.done, failed=result.failed, deferred=result.deferred, not_started=result.not_started)
     return result

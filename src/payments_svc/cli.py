@@ -1,41 +1,77 @@
-"""The `payments-svc` command line."""
+"""The `payments-svc` command line.
+
+Only click is imported up front: each command imports what it uses when it runs, so
+`payments-svc --help` (and every `--help`) answers without loading grpc, SQLAlchemy
+or the providers' SDKs."""
 
 from __future__ import annotations
 
-import asyncio
+import importlib
 import os
 import sys
-from importlib.metadata import PackageNotFoundError
-from importlib.metadata import version as package_version
+from datetime import timedelta
+from typing import TYPE_CHECKING
 
 import click
 
-from .auth.caller import parse_acts_for
-from .auth.keys import ApiKeyRepository
-from .cli_settings import command_settings
-from .config import ConfigError, Settings, redact_url
-from .db.engine import Database, open_database
-from .db.migrate import MigrationError, migrate
-from .jobs.commands import callbacks, expire, reconcile, signing_secret
-from .stellar.commands import stellar
+from .cli_settings import command_settings, run_command
+from .jobs.commands import callbacks, expire, reconcile
+
+if TYPE_CHECKING:
+    from .config import Settings
+    from .db.engine import Database
 
 
-def _run(coro) -> None:
+class CommandGroup(click.Group):
+    """A group some of whose commands live in modules imported only when the command
+    is used: those modules load the service, which listing the commands does not need."""
+
+    def __init__(self, *args, lazy: dict[str, tuple[str, str]] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lazy = dict(lazy or {})  # name: ("module:attribute", its one-line help for the listing)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *self.lazy})
+
+    def get_command(self, ctx: click.Context | None, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.lazy and cmd_name not in self.commands:
+            module_name, attribute = self.lazy[cmd_name][0].split(":")
+            self.add_command(getattr(importlib.import_module(module_name), attribute), cmd_name)
+        return self.commands.get(cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        names = self.list_commands(ctx)
+        limit = formatter.width - 6 - max(map(len, names))
+        rows = []
+        for name in names:
+            if name in self.commands:
+                if not self.commands[name].hidden:
+                    rows.append((name, self.commands[name].get_short_help_str(limit)))
+            else:
+                rows.append((name, self.lazy[name][1]))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    from importlib.metadata import PackageNotFoundError, version
+
     try:
-        asyncio.run(coro)
-    except (ConfigError, MigrationError) as exc:
-        raise click.ClickException(str(exc)) from None
+        click.echo(f"payments-svc {version('payments-svc')}")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        click.echo("payments-svc (not installed)")
+    ctx.exit()
 
 
-async def _with_db(settings: Settings, action):
-    db = open_database(settings)
-    try:
-        return await action(db)
-    finally:
-        await db.close()
-
-
-@click.group()
+@click.group(
+    cls=CommandGroup,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    lazy={"stellar": ("payments_svc.stellar.commands:stellar", "The Stellar provider's ledger watcher.")},
+)
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
+              help="Print the version and exit.")
 @click.option("--worker", is_flag=True, help="Run a job in a loop (for the job commands).")
 @click.pass_context
 def main(ctx: click.Context, worker: bool) -> None:
@@ -43,21 +79,42 @@ def main(ctx: click.Context, worker: bool) -> None:
     ctx.obj = {"worker": worker}
 
 
+async def _with_database(settings: Settings, action, *, migrated: bool = True):
+    """Runs `action(database)`; first checks that the schema is this release's, so that
+    an unmigrated database is one clear line, not a missing-table error."""
+    from .container import check_schema
+    from .db.engine import open_database
+
+    db = open_database(settings)
+    try:
+        if migrated:
+            await check_schema(db)
+        return await action(db)
+    finally:
+        await db.close()
+
+
 @main.command()
 @click.option("--processes", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Server processes sharing the ports (use about one per core).")
+@click.option("--with-workers", is_flag=True,
+              help="Also run the callback dispatcher, reconcile, expiry and (with Stellar) the Stellar watcher "
+                   "in this process. A development convenience: production runs them as separate workers.")
 @click.pass_context
-def serve(ctx: click.Context, processes: int) -> None:
+def serve(ctx: click.Context, processes: int, with_workers: bool) -> None:
     """Serve gRPC (GRPC_PORT) and HTTP (HTTP_PORT) until SIGTERM."""
     if ctx.obj["worker"]:
-        raise click.UsageError("serve does not take --worker; run the job commands as workers")
+        raise click.UsageError("serve does not take --worker; run the job commands as workers, or use serve --with-workers")
+    if with_workers and processes > 1:
+        raise click.UsageError("--with-workers runs the jobs in one server process: use it without --processes")
     settings = command_settings()
     from .server import CHILD_ENV, serve_processes
     from .server import serve as run_server
 
     if processes > 1:
         sys.exit(serve_processes(processes))
-    _run(run_server(settings, shared_ports=os.environ.get(CHILD_ENV) == "1"))
+    sys.exit(run_command(settings, run_server(settings, shared_ports=os.environ.get(CHILD_ENV) == "1",
+                                              with_workers=with_workers)))
 
 
 @main.group()
@@ -69,39 +126,55 @@ def db() -> None:
 def db_migrate() -> None:
     """Create the schema, or upgrade it to this release."""
     settings = command_settings()
+    from .config import redact_url
+    from .db.migrate import migrate
 
     async def action(database: Database):
         applied = await migrate(database)
         click.echo(f"{redact_url(settings.database_url)}: " + (f"applied {applied}" if applied else "up to date"))
 
-    _run(_with_db(settings, action))
+    run_command(settings, _with_database(settings, action, migrated=False))
 
 
 @main.group()
 def keys() -> None:
-    """Built-in API keys (used when AUTH_SERVICE_GRPC_ADDR is not set)."""
+    """Built-in API keys (used when AUTH_SERVICE_GRPC_ADDR is not set) and callback signing secrets."""
 
 
 @keys.command("create")
 @click.option("--service", "service_name", required=True, help="The caller service the key authenticates.")
 @click.option("--acts-for", multiple=True, help="Another caller service this key may act for ('*' for any: a gateway).")
-def keys_create(service_name: str, acts_for: tuple[str, ...]) -> None:
+@click.option("--replace", is_flag=True, help="Revoke the service's other keys in the same step (e.g. `make run`'s dev key).")
+def keys_create(service_name: str, acts_for: tuple[str, ...], replace: bool) -> None:
     """Create a key and print it once; only its hash is stored."""
     settings = command_settings()
+    from .auth.caller import parse_acts_for
+    from .auth.keys import ApiKeyRepository
+
+    service_name = service_name.strip()
 
     async def action(database: Database):
         async with database.transaction() as conn:
-            api_key, record = await ApiKeyRepository(conn).create(service_name.strip(), parse_acts_for(",".join(acts_for)))
+            repo = ApiKeyRepository(conn)
+            replaced = []
+            if replace:
+                for record in await repo.list():
+                    if record.service_name == service_name and record.revoked_at is None and await repo.revoke(record.id):
+                        replaced.append(record.id)
+            api_key, record = await repo.create(service_name, parse_acts_for(",".join(acts_for)))
+        if replaced:
+            click.echo(f"revoked the previous key(s) of {service_name}: id {', '.join(map(str, replaced))}", err=True)
         click.echo(f"created key id={record.id} for service {record.service_name}; it is shown only now:", err=True)
         click.echo(api_key)
 
-    _run(_with_db(settings, action))
+    run_command(settings, _with_database(settings, action))
 
 
 @keys.command("list")
 def keys_list() -> None:
     """List keys (prefixes only)."""
     settings = command_settings()
+    from .auth.keys import ApiKeyRepository
 
     async def action(database: Database):
         async with database.read() as conn:
@@ -111,7 +184,7 @@ def keys_list() -> None:
             acts = ",".join(sorted(r.acts_for)) or "-"
             click.echo(f"{r.id}\t{r.service_name}\t{r.key_prefix}…\tacts-for={acts}\t{state}")
 
-    _run(_with_db(settings, action))
+    run_command(settings, _with_database(settings, action))
 
 
 @keys.command("revoke")
@@ -119,6 +192,7 @@ def keys_list() -> None:
 def keys_revoke(key_id: int) -> None:
     """Revoke a key by id (takes effect within the auth cache TTL)."""
     settings = command_settings()
+    from .auth.keys import ApiKeyRepository
 
     async def action(database: Database):
         async with database.transaction() as conn:
@@ -126,20 +200,56 @@ def keys_revoke(key_id: int) -> None:
                 raise click.ClickException(f"no active key with id {key_id}")
         click.echo(f"revoked key {key_id}")
 
-    _run(_with_db(settings, action))
+    run_command(settings, _with_database(settings, action))
 
 
-@main.command()
-def version() -> None:
-    """Print the version."""
-    try:
-        click.echo(f"payments-svc {package_version('payments-svc')}")
-    except PackageNotFoundError:
-        click.echo("payments-svc dev")
+@keys.command("signing-secret")
+@click.option("--service", "service_name", required=True, help="The caller service whose status callbacks it signs.")
+@click.option("--rotate", is_flag=True, help="Make a new secret; the current ones keep signing for --grace-hours.")
+@click.option("--grace-hours", type=click.FloatRange(min=0), default=24.0, show_default=True,
+              help="With --rotate: how long the current secrets still sign alongside the new one.")
+def signing_secret(service_name: str, rotate: bool, grace_hours: float) -> None:
+    """Print the secret status callbacks to a caller service are signed with (made now if
+    it has none), or --rotate it.
+
+    The newest secret is printed on stdout (give it to the caller); stderr lists every
+    secret that signs now and until when. Callbacks carry one signature per secret, so
+    during a rotation receivers holding the old or the new secret both verify them."""
+    service_name = service_name.strip()
+    if not service_name or len(service_name) > 128:
+        raise click.BadParameter("must be 1..128 characters", param_hint="--service")
+    settings = command_settings()
+    from .clock import rfc3339, utcnow
+    from .repository.signing_secrets import SigningSecretRepository, current_signing_secrets
+
+    async def action(database: Database):
+        now = utcnow()
+        if rotate:
+            async with database.transaction() as conn:
+                await SigningSecretRepository(conn).rotate(service_name, grace=timedelta(hours=grace_hours), now=now)
+        return (await current_signing_secrets(database, [service_name], configured=settings.callback_signing_secrets,
+                                              now=now))[service_name]
+
+    current = run_command(settings, _with_database(settings, action))
+    newest = current[0]
+    if rotate:
+        click.echo(f"rotated the signing secret of {service_name}; the new one:", err=True)
+    elif newest.created_now:
+        click.echo(f"{service_name} had no signing secret; created one:", err=True)
+    else:
+        click.echo(f"the signing secret of {service_name}:", err=True)
+    if len(current) > 1:
+        click.echo("every secret that signs its callbacks now (each callback carries one signature per secret):", err=True)
+        for secret in current:
+            if secret.created_at is None:
+                origin = "from PAYMENTS_CALLBACK_SIGNING_SECRETS"
+            else:
+                until = f"until {rfc3339(secret.expires_at)}" if secret.expires_at else "until rotated"
+                origin = f"created {rfc3339(secret.created_at)}, signs {until}"
+            click.echo(f"  {secret.secret}  {origin}", err=True)
+    click.echo(newest.secret)
 
 
 main.add_command(reconcile)
 main.add_command(callbacks)
 main.add_command(expire)
-main.add_command(stellar)
-keys.add_command(signing_secret)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import structlog
+
 from .auth.authenticators import (
     Authenticator,
     BuiltinKeyAuthenticator,
@@ -19,6 +21,8 @@ from .providers.sandbox import SandboxProvider
 from .providers.stellar import StellarProvider
 from .providers.stripe import StripeProvider
 from .service.payments import PaymentService
+
+log = structlog.get_logger("payments.container")
 
 
 @dataclass
@@ -42,6 +46,9 @@ def build_providers(settings: Settings) -> ProviderRegistry:
         providers.append(StripeProvider(settings.stripe, public_base_url=settings.public_base_url,
                                         pending_timeout_seconds=settings.pending_timeout_seconds))
     if settings.sandbox_enabled:
+        if settings.is_production:
+            log.warning("sandbox_enabled_in_production", message="PAYMENTS_SANDBOX_ENABLED=true with PAYMENTS_ENV=production: "
+                        "anyone holding a sandbox checkout link can mark its payment paid; never in production")
         providers.append(
             SandboxProvider(
                 public_base_url=settings.public_base_url,

@@ -4,11 +4,15 @@ answers /metrics for all."""
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import os
+import socket
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+from aiohttp import web
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
@@ -18,8 +22,9 @@ from prometheus_client import (
     Histogram,
     generate_latest,
     multiprocess,
-    start_http_server,
 )
+
+from .config import ConfigError
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -51,10 +56,48 @@ def render() -> tuple[bytes, str]:
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
 
 
-def serve_worker_metrics(port: int | None) -> None:
-    """Workers have no HTTP server of their own: expose /metrics on `port` if set."""
-    if port:
-        start_http_server(port)
+def _listening_socket(host: str, port: int, variable: str, *, reuse_port: bool = False) -> socket.socket:
+    """A socket listening on host:port; ConfigError naming `variable` when it cannot."""
+    try:
+        return socket.create_server((host, port), reuse_port=reuse_port)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host}:{port} ({variable}): {exc.strerror or exc}") from None
+
+
+_listeners: list[tuple[web.AppRunner, asyncio.Task]] = []  # nothing else refers to them
+
+
+def serve_worker_metrics(
+    port: int | None, *, reuse_port: bool = False, refresh: Callable[[], Awaitable[None]] | None = None
+) -> None:
+    """GET /metrics and GET /healthz, and nothing else, on `port` (PAYMENTS_METRICS_PORT)
+    if set: the workers' only listener, and serve's metrics-only one (so that what
+    Prometheus and the kubelet reach never exposes the API). Served on the caller's
+    event loop, so /healthz answering means that loop is not stuck. The port is bound
+    here: one in use stops the start (ConfigError). `refresh` runs before each scrape."""
+    if not port:
+        return
+
+    async def scrape(_request: web.Request) -> web.Response:
+        if refresh is not None:
+            await refresh()
+        body, content_type = render()
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
+    async def alive(_request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    sock = _listening_socket("0.0.0.0", port, "PAYMENTS_METRICS_PORT", reuse_port=reuse_port)
+    app = web.Application()
+    app.router.add_get("/metrics", scrape)
+    app.router.add_get("/healthz", alive)
+    runner = web.AppRunner(app, access_log=None)
+
+    async def start() -> None:
+        await runner.setup()
+        await web.SockSite(runner, sock).start()
+
+    _listeners.append((runner, asyncio.get_running_loop().create_task(start())))
 
 
 class MeteredProvider:

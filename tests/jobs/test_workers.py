@@ -165,7 +165,7 @@ async def test_one_off_jobs_refuse_an_unmigrated_database(tmp_path):
 
 @pytest.mark.parametrize("args", [("--worker", "reconcile"), ("expire", "pending", "--worker")])
 async def test_worker_flag_before_or_after_the_command(migrated_sqlite, tmp_path, processes, args):
-    env = job_env(migrated_sqlite.url, LOG_LEVEL="info", PAYMENTS_RECONCILE_INTERVAL_SECONDS="0.2",
+    env = job_env(migrated_sqlite.url, LOG_LEVEL="debug", PAYMENTS_RECONCILE_INTERVAL_SECONDS="0.2",
                   PAYMENTS_EXPIRE_PENDING_INTERVAL_SECONDS="0.2")
     worker = await start(processes, env, tmp_path, *args)
     await eventually(lambda: sum(1 for line in worker.logs() if line.get("event") == "job_completed") >= 2)
@@ -210,14 +210,29 @@ async def test_reconcile_and_expire_one_off_runs_on_mariadb(tmp_path):
         migrated.drop()
 
 
-async def test_signing_secret_command(migrated_sqlite):
+async def test_signing_secret_command_shows_creates_and_rotates(migrated_sqlite):
     env = base_env(migrated_sqlite.url)
     first = cli(env, "keys", "signing-secret", "--service", "shop")
-    assert first.stdout.strip().startswith("whsec_") and "shown only now" in first.stderr
-    again = cli(env, "keys", "signing-secret", "--service", "shop", check=False)
-    assert again.returncode == 1 and "--rotate" in again.stderr
+    secret = first.stdout.strip()
+    assert secret.startswith("whsec_") and "shop had no signing secret; created one" in first.stderr
+    again = cli(env, "keys", "signing-secret", "--service", "shop")
+    assert again.stdout.strip() == secret and "the signing secret of shop" in again.stderr
+
     rotated = cli(env, "keys", "signing-secret", "--service", "shop", "--rotate", "--grace-hours", "2")
-    assert rotated.stdout.strip() != first.stdout.strip() and "keeps signing for 2 hours" in rotated.stderr
+    new = rotated.stdout.strip()
+    assert new.startswith("whsec_") and new != secret and "rotated" in rotated.stderr
+    # Both sign during the overlap: shown newest first, each with when it stops.
+    shown = cli(env, "keys", "signing-secret", "--service", "shop")
+    assert shown.stdout.strip() == new
+    lines = [line.split() for line in shown.stderr.splitlines() if "whsec_" in line]
+    assert [words[0] for words in lines] == [new, secret]
+    assert lines[0][-2:] == ["until", "rotated"] and lines[1][-2] == "until" and lines[1][-1].endswith("Z")
+
+    # A service signed with configured secrets only: those are shown, none is created.
+    configured = dict(env, PAYMENTS_CALLBACK_SIGNING_SECRETS=f"billing={SHOP_SECRET}")
+    billing = cli(configured, "keys", "signing-secret", "--service", "billing")
+    assert billing.stdout.strip() == SHOP_SECRET and "created" not in billing.stderr
+    assert "--service" in cli(env, "keys", "signing-secret", "--service", " ", check=False).stderr
 
 
 async def test_replay_and_delivery_state_over_http_and_grpc(migrated_sqlite, tmp_path, receiver):

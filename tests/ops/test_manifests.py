@@ -28,6 +28,7 @@ SECRET_NAME = "payments-svc-secrets"
 API_VERSIONS = {
     "Namespace": "v1", "ServiceAccount": "v1", "ConfigMap": "v1", "Secret": "v1", "Service": "v1",
     "Deployment": "apps/v1", "Job": "batch/v1", "CronJob": "batch/v1", "PodDisruptionBudget": "policy/v1",
+    "NetworkPolicy": "networking.k8s.io/v1",
 }
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
@@ -76,6 +77,12 @@ SCHEMA: dict[str, set[str]] = {
     "CronJob.spec": {"schedule", "timeZone", "concurrencyPolicy", "startingDeadlineSeconds", "successfulJobsHistoryLimit",
                      "failedJobsHistoryLimit", "jobTemplate", "suspend"},
     "jobTemplate": {"metadata", "spec"},
+    "NetworkPolicy.spec": {"podSelector", "policyTypes", "ingress", "egress"},
+    "ingressRule": {"from", "ports"},
+    "egressRule": {"to", "ports"},
+    "peer": {"podSelector", "namespaceSelector", "ipBlock"},
+    "ipBlock": {"cidr", "except"},
+    "policyPort": {"port", "endPort", "protocol"},
 }
 
 
@@ -258,6 +265,20 @@ def test_objects_are_well_formed():
                 check_keys(port, "servicePort", where + ".spec.ports", errors)
             if len({p.get("name") for p in spec.get("ports", [])}) != len(spec.get("ports", [])):
                 errors.append(f"{where}: Service ports need distinct names")
+        elif kind == "NetworkPolicy":
+            check_keys(spec, "NetworkPolicy.spec", where + ".spec", errors)
+            check_keys(spec.get("podSelector", {}), "selector", where + ".spec.podSelector", errors)
+            for direction, rule_kind, peers in (("ingress", "ingressRule", "from"), ("egress", "egressRule", "to")):
+                for rule in spec.get(direction, []):
+                    check_keys(rule, rule_kind, f"{where}.spec.{direction}", errors)
+                    for peer in rule.get(peers, []):
+                        check_keys(peer, "peer", f"{where}.spec.{direction}.{peers}", errors)
+                        if "ipBlock" in peer:
+                            check_keys(peer["ipBlock"], "ipBlock", f"{where}.spec.{direction}.ipBlock", errors)
+                    for port in rule.get("ports", []):
+                        check_keys(port, "policyPort", f"{where}.spec.{direction}.ports", errors)
+                if spec.get(direction) and direction.capitalize() not in spec.get("policyTypes", []):
+                    errors.append(f"{where}: has {direction} rules but policyTypes lacks {direction.capitalize()}")
         elif kind == "PodDisruptionBudget":
             check_keys(spec, "PodDisruptionBudget.spec", where + ".spec", errors)
             if ("minAvailable" in spec) == ("maxUnavailable" in spec):
@@ -274,8 +295,9 @@ def command_path(args: list[str]) -> list[str]:
             continue
         if not isinstance(command, click.Group):
             break
-        assert token in command.commands, f"`payments-svc {' '.join(path + [token])}` is not a command"
-        command = command.commands[token]
+        found = command.get_command(None, token)
+        assert found is not None, f"`payments-svc {' '.join(path + [token])}` is not a command"
+        command = found
         path.append(token)
     assert not isinstance(command, click.Group), f"`payments-svc {' '.join(path)}` is a group, not a command"
     return path
@@ -405,7 +427,8 @@ def test_api_pods_are_probed_and_served_as_the_code_listens():
     c = api["spec"]["template"]["spec"]["containers"][0]
     env = effective_env(c)
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
-    assert ports == {"http": int(env.get("HTTP_PORT", 8080)), "grpc": int(env.get("GRPC_PORT", 9090))}
+    assert ports == {"http": int(env.get("HTTP_PORT", 8080)), "grpc": int(env.get("GRPC_PORT", 9090)),
+                     "metrics": int(env["PAYMENTS_METRICS_PORT"])}
     assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
     assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     assert api["spec"]["replicas"] >= 2
@@ -415,19 +438,62 @@ def test_api_pods_are_probed_and_served_as_the_code_listens():
     assert {"http", "grpc", "metrics"} <= set(by_name)
     assert by_name["http"]["port"] == 8080 and by_name["grpc"]["port"] == 9090
     assert all(p["targetPort"] in ports for p in service["spec"]["ports"])
+    # The metrics port is the metrics listener (/metrics, /healthz), never the API's port.
+    assert by_name["metrics"]["targetPort"] == "metrics"
 
 
-def test_workers_expose_metrics_and_one_off_runs_do_not():
+def test_long_running_pods_serve_metrics_and_liveness_on_their_own_port_and_one_off_runs_do_not():
     for where, owner, _, c in containers():
         env = effective_env(c)
-        if owner["kind"] == "Deployment" and "--worker" in c.get("args", []):
+        if owner["kind"] == "Deployment":
             port = int(env.get("PAYMENTS_METRICS_PORT", 0))
-            assert port, f"{where}: set PAYMENTS_METRICS_PORT so the worker serves /metrics"
+            assert port, f"{where}: set PAYMENTS_METRICS_PORT so that Prometheus scrapes a port without the API"
             assert {"name": "metrics", "containerPort": port, "protocol": "TCP"} in c.get("ports", []), where
             annotations = owner["spec"]["template"]["metadata"].get("annotations", {})
             assert annotations.get("prometheus.io/port") == str(port), where
+            if "--worker" in c.get("args", []):
+                for probe in ("startupProbe", "livenessProbe"):
+                    assert c[probe]["httpGet"] == {"path": "/healthz", "port": "metrics"}, f"{where}: {probe}"
+                assert "readinessProbe" not in c, f"{where}: a worker serves no traffic to be ready for"
         else:
-            assert "PAYMENTS_METRICS_PORT" not in env, f"{where}: a one-off run or the API must not open a metrics port"
+            assert "PAYMENTS_METRICS_PORT" not in env, f"{where}: a one-off run must not open a metrics port"
+
+
+def _selected(selector: dict) -> list[tuple[str, dict, dict]]:
+    """(where, pod labels, container) of the workloads a NetworkPolicy's podSelector picks."""
+    wanted = selector.get("matchLabels", {})
+    out = []
+    for where, owner, _, c in containers():
+        template = owner["spec"]["template"] if owner["kind"] != "CronJob" else owner["spec"]["jobTemplate"]["spec"]["template"]
+        labels = template.get("metadata", {}).get("labels", {})
+        if all(labels.get(k) == v for k, v in wanted.items()):
+            out.append((where, labels, c))
+    return out
+
+
+def test_network_policies_let_each_peer_reach_only_its_ports():
+    policies = {d["metadata"]["name"]: d["spec"] for _, d in of_kind("NetworkPolicy")}
+    assert policies, "no NetworkPolicy example under deploy/"
+    deny = [s for s in policies.values() if s["podSelector"] == {} and not s.get("ingress") and not s.get("egress")]
+    assert deny and set(deny[0]["policyTypes"]) == {"Ingress", "Egress"}, "start from a default deny"
+    reachable: dict[str, set[str]] = {}  # a peer (its namespace labels) -> the named ports it may reach
+    for name, spec in policies.items():
+        pods = _selected(spec["podSelector"])
+        assert pods, f"NetworkPolicy {name} selects no pod of the manifests"
+        for rule in spec.get("ingress", []):
+            for port in rule["ports"]:
+                assert any(port["port"] in {p["name"] for p in c.get("ports", [])} for _, _, c in pods), \
+                    f"NetworkPolicy {name}: no selected container has a port named {port['port']}"
+            for peer in rule["from"]:
+                key = repr(sorted(peer["namespaceSelector"]["matchLabels"].items()))
+                reachable.setdefault(key, set()).update(p["port"] for p in rule["ports"])
+    monitoring = [ports for peer, ports in reachable.items() if "monitoring" in peer]
+    assert monitoring == [{"metrics"}], f"Prometheus must reach the metrics port only: {reachable}"
+    assert {"http", "grpc"} in [ports for ports in reachable.values()], "callers reach the API"
+    egress_blocks = [peer["ipBlock"] for s in policies.values() for rule in s.get("egress", []) for peer in rule["to"]
+                     if "ipBlock" in peer]
+    assert egress_blocks and all("169.254.0.0/16" in b.get("except", []) for b in egress_blocks), \
+        "egress to the internet must exclude the link-local range (cloud metadata)"
 
 
 def test_disruption_budgets_select_workloads_with_spare_replicas():

@@ -1,28 +1,22 @@
-"""The job commands (`reconcile`, `callbacks dispatch`, `expire pending`) and
-`keys signing-secret`; cli.py registers them. Jobs need no Auth service.
+"""The job commands (`reconcile`, `callbacks dispatch`, `expire pending`); cli.py
+registers them. Jobs need no Auth service.
 
-The jobs and the providers are imported when a job runs, so that every other
-command (cli.py imports this module) starts without loading them."""
+Only click is imported up front (cli.py imports this module for every command, `--help`
+included); the jobs, the database and the providers are imported when a job runs."""
 
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Callable
-from datetime import timedelta
 from typing import TYPE_CHECKING
 
 import click
-from sqlalchemy.exc import SQLAlchemyError
 
-from ..cli_settings import command_settings
-from ..clock import utcnow
-from ..config import ConfigError, Settings
-from ..db.engine import open_database
-from ..domain.errors import ServiceUnavailableError
-from ..metrics import serve_worker_metrics
-from ..repository.signing_secrets import SigningSecretExists, SigningSecretRepository
+from ..cli_settings import command_settings, run_command
 
 if TYPE_CHECKING:
+    from ..config import Settings
     from ..service.payments import PaymentService
     from .runner import Job
 
@@ -33,6 +27,8 @@ worker_option = click.option(
 
 async def _run(settings: Settings, build: Callable[[PaymentService], Job], interval: float, worker: bool) -> int:
     from ..container import build_providers, check_schema
+    from ..db.engine import open_database
+    from ..metrics import serve_worker_metrics
     from ..service.payments import PaymentService
     from .runner import install_stop_handlers, run_job
 
@@ -46,7 +42,9 @@ async def _run(settings: Settings, build: Callable[[PaymentService], Job], inter
         providers = build_providers(settings)
         job = build(PaymentService(db, providers, settings))
         try:
-            return await run_job(job, worker=worker, interval=interval, stop=stop)
+            # A person running a one-off batch in a terminal sees it advance; logs stay as they are.
+            progress = not worker and sys.stderr.isatty()
+            return await run_job(job, worker=worker, interval=interval, stop=stop, progress=progress)
         finally:
             await job.close()
             await providers.close()
@@ -58,13 +56,7 @@ def _start(ctx: click.Context, worker: bool, build: Callable[[PaymentService], J
     """Exit status: 0, or 1 when a one-off batch had failures or the job could not start."""
     settings = command_settings()
     worker = worker or bool((ctx.obj or {}).get("worker"))  # `payments-svc --worker <job>` sets it on the root
-    try:
-        code = asyncio.run(_run(settings, build, getattr(settings, interval_setting), worker))
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
-    except (SQLAlchemyError, OSError, ServiceUnavailableError) as exc:
-        raise click.ClickException(f"database unavailable: {type(exc).__name__}: {exc}") from None
-    ctx.exit(code)
+    ctx.exit(run_command(settings, _run(settings, build, getattr(settings, interval_setting), worker)))
 
 
 @click.command()
@@ -112,36 +104,3 @@ def expire_pending(ctx: click.Context, worker: bool) -> None:
     from .expire import PendingExpirer
 
     _start(ctx, worker, PendingExpirer, "expire_pending_interval_seconds")
-
-
-@click.command("signing-secret")
-@click.option("--service", "service_name", required=True, help="The caller service whose status callbacks it signs.")
-@click.option("--rotate", is_flag=True, help="Replace the current secret; the old one keeps signing for --grace-hours.")
-@click.option("--grace-hours", type=click.FloatRange(min=0), default=24.0, show_default=True,
-              help="With --rotate: how long the old secret still signs alongside the new one.")
-def signing_secret(service_name: str, rotate: bool, grace_hours: float) -> None:
-    """Create or rotate a caller service's status callback signing secret and print it once."""
-    service_name = service_name.strip()
-    if not service_name or len(service_name) > 128:
-        raise click.BadParameter("must be 1..128 characters", param_hint="--service")
-    settings = command_settings()
-
-    async def create() -> str:
-        db = open_database(settings)
-        try:
-            async with db.transaction() as conn:
-                return await SigningSecretRepository(conn).create(
-                    service_name, rotate=rotate, grace=timedelta(hours=grace_hours), now=utcnow()
-                )
-        finally:
-            await db.close()
-
-    try:
-        secret = asyncio.run(create())
-    except SigningSecretExists:
-        raise click.ClickException(
-            f"caller service {service_name!r} has a signing secret already; rotate it with --rotate"
-        ) from None
-    note = f"; the previous one keeps signing for {grace_hours:g} hours" if rotate else ""
-    click.echo(f"signing secret for {service_name}{note}. It is shown only now:", err=True)
-    click.echo(secret)

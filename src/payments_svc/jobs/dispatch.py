@@ -31,7 +31,7 @@ from ..domain.payment import Payment
 from ..repository.deliveries import CallbackDelivery, DeliveryRepository, Outcome
 from ..repository.events import EventRepository
 from ..repository.payments import PaymentRepository
-from ..repository.signing_secrets import SigningSecretExists, SigningSecretRepository
+from ..repository.signing_secrets import current_signing_secrets
 from ..service.callbacks import refresh_outbox_metrics
 from ..webhooks_signing import signature_header
 from .runner import BatchResult, ItemResult, claim_transaction, lease_seconds, run_items, settle
@@ -109,15 +109,17 @@ class CallbackDispatcher:
             return BatchResult()
         async with self.db.read() as conn:
             payments = {d.payment_id: await PaymentRepository(conn).get(d.payment_id) for d in deliveries}
-            secrets = await SigningSecretRepository(conn).active({d.caller_service for d in deliveries}, now)
-        for service, secret in s.callback_signing_secrets:
-            secrets.setdefault(service, []).append(secret)
-        for service in {d.caller_service for d in deliveries} - set(secrets):
-            secrets[service] = await self._first_secret(service, now)
+        secrets = await current_signing_secrets(
+            self.db, (d.caller_service for d in deliveries), configured=s.callback_signing_secrets, now=now
+        )
+        for service, current in secrets.items():
+            if current[0].created_now:
+                log.info("signing_secret_created", caller_service=service,
+                         hint=f"payments-svc keys signing-secret --service {service} shows it")
 
         async def handle(delivery: CallbackDelivery) -> ItemResult:
             payment = payments[delivery.payment_id]
-            outcome = await self._attempt(delivery, payment, list(dict.fromkeys(secrets.get(delivery.caller_service, []))))
+            outcome = await self._attempt(delivery, payment, [k.secret for k in secrets[delivery.caller_service]])
             await self._record(delivery, payment, owner, outcome)
             return ItemResult.DONE if outcome.status == DeliveryStatus.SUCCESS else ItemResult.FAILED
 
@@ -130,20 +132,6 @@ class CallbackDispatcher:
             start_before=claimed_at + lease - s.callback_http_timeout_seconds,
         )
         return await settle(outcomes, release)
-
-    async def _first_secret(self, caller_service: str, now) -> list[str]:
-        """A caller service without a signing secret gets one, so its callbacks (which
-        the reference sent unsigned) keep flowing; an operator obtains a copy by
-        rotating it with `payments-svc keys signing-secret --service NAME --rotate`."""
-        async with self.db.transaction() as conn:
-            repo = SigningSecretRepository(conn)
-            try:
-                await repo.create(caller_service, rotate=False, grace=timedelta(0), now=now)
-                log.warning("signing_secret_created", caller_service=caller_service,
-                            hint=f"payments-svc keys signing-secret --service {caller_service} --rotate")
-            except SigningSecretExists:
-                pass  # another dispatcher created it first
-            return (await repo.active([caller_service], now)).get(caller_service, [])
 
     async def _attempt(self, delivery: CallbackDelivery, payment: Payment, secrets: list[str]) -> Outcome:
         s = self.settings

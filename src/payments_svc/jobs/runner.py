@@ -1,18 +1,21 @@
 """Running a job: one batch (exit status 1 when an item failed) or a worker loop,
 with bounded concurrency inside a batch and a graceful stop on SIGTERM/SIGINT:
-items in flight finish and are recorded, items not started are handed back."""
+items in flight finish and are recorded, items not started are handed back. A one-off
+batch run in a terminal shows its progress there."""
 
 from __future__ import annotations
 
 import asyncio
 import math
 import signal
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from enum import Enum
-from typing import Protocol, TypeVar
+from typing import Protocol, TextIO, TypeVar
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -53,6 +56,43 @@ class BatchResult:
                 self.not_started += 1
 
 
+@dataclass
+class Progress:
+    """One line on a terminal, rewritten as the items of a batch end:
+    `reconcile: 40/100 items, 38 done, 2 failed`. For a person watching, not for logs."""
+
+    job: str
+    stream: TextIO = field(default_factory=lambda: sys.stderr)
+    total: int = 0
+    result: BatchResult = field(default_factory=BatchResult)
+
+    def add_items(self, count: int) -> None:
+        self.total += count
+        if self.total:
+            self._show()
+
+    def item_ended(self, item_result: ItemResult) -> None:
+        self.result.add(item_result)
+        self._show()
+
+    def finish(self) -> None:
+        if self.total:
+            self.stream.write("\n")
+            self.stream.flush()
+
+    def _show(self) -> None:
+        r = self.result
+        ended = r.done + r.failed + r.deferred + r.not_started
+        line = f"{self.job}: {ended}/{self.total} items, {r.done} done, {r.failed} failed"
+        if r.deferred or r.not_started:
+            line += f", {r.deferred + r.not_started} left for later"
+        self.stream.write("\r\x1b[K" + line)  # back to the line's start, clear it
+        self.stream.flush()
+
+
+_progress: ContextVar[Progress | None] = ContextVar("job_progress", default=None)
+
+
 class Job(Protocol):
     name: str
     batch_size: int
@@ -91,8 +131,17 @@ async def run_items(
     release. `handle` reports its own failures; an exception is logged and counts
     as FAILED."""
     gate = asyncio.Semaphore(concurrency)
+    progress = _progress.get()
+    if progress is not None:
+        progress.add_items(len(items))
 
     async def one(item: T) -> ItemResult:
+        result = await attempt(item)
+        if progress is not None:
+            progress.item_ended(result)
+        return result
+
+    async def attempt(item: T) -> ItemResult:
         async with gate:
             if stop.is_set() or time.monotonic() >= start_before:
                 return ItemResult.NOT_STARTED
@@ -122,15 +171,22 @@ async def settle(
     return result
 
 
-async def run_job(job: Job, *, worker: bool, interval: float, stop: asyncio.Event) -> int:
-    """One batch, or batches every `interval` seconds until `stop`. Returns the exit status."""
+async def run_job(job: Job, *, worker: bool, interval: float, stop: asyncio.Event, progress: bool = False) -> int:
+    """One batch, or batches every `interval` seconds until `stop`. Returns the exit
+    status. `progress`: show a one-off batch's progress on stderr (a terminal)."""
     if not worker:
-        result = await _run_batch(job, stop)
+        shown = Progress(job.name) if progress else None
+        _progress.set(shown)
+        try:
+            result = await _run_batch(job, stop, worker=False)
+        finally:
+            if shown is not None:
+                shown.finish()
         return 0 if result is not None and result.failed == 0 else 1
     log.info("worker_started", job=job.name, interval_seconds=interval)
     while not stop.is_set():
         started = time.monotonic()
-        result = await _run_batch(job, stop)
+        result = await _run_batch(job, stop, worker=True)
         if result is not None and result.claimed >= job.batch_size:
             # A full batch: there is a backlog, take the next one now. What this batch
             # failed or deferred stays claimed (lease, schedule), so this never spins.
@@ -143,7 +199,7 @@ async def run_job(job: Job, *, worker: bool, interval: float, stop: asyncio.Even
     return 0
 
 
-async def _run_batch(job: Job, stop: asyncio.Event) -> BatchResult | None:
+async def _run_batch(job: Job, stop: asyncio.Event, *, worker: bool) -> BatchResult | None:
     started = time.monotonic()
     try:
         result = await job.run_batch(stop)
@@ -156,7 +212,10 @@ async def _run_batch(job: Job, stop: asyncio.Event) -> BatchResult | None:
         return None
     metrics.JOB_RUNS.labels(job.name, "failed" if result.failed else "ok").inc()
     metrics.JOB_DURATION.labels(job.name).observe(time.monotonic() - started)
-    emit, event = (log.warning, "job_failed") if result.failed else (log.info, "job_completed")
+    if result.failed:
+        emit, event = log.warning, "job_failed"
+    else:  # an idle worker's empty batches (every interval) would drown the rest at info
+        emit, event = (log.debug if worker and not result.claimed else log.info), "job_completed"
     emit(event, job=job.name, latency_ms=round((time.monotonic() - started) * 1000), claimed=result.claimed,
          done=result.done, failed=result.failed, deferred=result.deferred, not_started=result.not_started)
     return result

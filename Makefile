@@ -40,7 +40,7 @@ proto: install
 	$(PY) scripts/gen_openapi.py
 
 lint: install
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests examples
 
 # Benchmarks, separate from `make test` (see bench/README.md): about 10 minutes on MariaDB at
 # 127.0.0.1:3306 (root; TEST_MYSQL_* override), load from h2load and Node.js. Writes

@@ -3,12 +3,12 @@
 `amount_cents` is an amount in the currency's smallest unit per its ISO 4217 exponent:
 cents for USD (1999 is 19.99), whole yen for JPY (1999 is 1,999), fils for KWD (1999 is
 1.999). Stellar payments keep their own rule (hundredths of the asset, see
-providers/stellar.py).
+stellar/instructions.py).
 
 Source: the minor unit column of ISO 4217's "List one: currency, fund and precious metal
 codes", published by SIX Financial Information for the ISO 4217 maintenance agency.
 Every active code not listed here has exponent 2; codes without a minor unit (precious
-metals, XDR, testing codes) are no payment currencies and are left out. Any other three
+metals, XDR, testing codes) are not payment currencies and are left out. Any other three
 letters (no ISO code) are read as two-decimal.
 """
 

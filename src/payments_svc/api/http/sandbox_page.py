@@ -134,6 +134,8 @@ def _outcome(payment: Payment) -> str:
         kind, text = "paid", f"Payment received. {payment.caller_service} has been told."
     elif payment.status == PaymentStatus.FAILED:
         kind, text = "ended", "Payment declined. Nothing was charged."
+    elif payment.status not in UNPAID_ENDS:  # CREATED: the provider step is not finished yet
+        kind, text = "ended", "This checkout is not open yet: reload the page in a moment."
     else:
         kind, text = "ended", f"This checkout is closed: the payment was {payment.status.name.lower()}."
     return OUTCOME.format(kind=kind, text=escape(text), back=_back_link(payment))

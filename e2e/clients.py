@@ -1,6 +1,6 @@
 """What the suite talks to the stack with: API clients for both transports that speak
-plain dicts (one test body runs over gRPC and over HTTP), and the callback receiver
-with a Standard Webhooks verifier written from the spec."""
+plain dicts (one test body runs over gRPC and over HTTP; gRPC through the project's own
+typed client, payments_svc.client), and the callback receiver."""
 
 from __future__ import annotations
 
@@ -11,14 +11,15 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
-import grpc
 from aiohttp import web
 
+from payments_svc.client import PaymentsApiError, PaymentsClient
 from payments_svc.gen import payments_pb2 as pb
-from payments_svc.gen import payments_pb2_grpc
+
+T = TypeVar("T")
 
 CREATED, PENDING, PROCESSING, PAID, FAILED, CANCELED, EXPIRED = 1, 2, 3, 10, 20, 30, 40
 DELIVERY_PENDING, DELIVERY_SUCCESS, DELIVERY_FAILED = 1, 10, 20
@@ -74,59 +75,49 @@ def _http_payment(payment: dict[str, Any]) -> dict[str, Any]:
 
 
 class GrpcApi:
-    """payments.PaymentsService. Provider webhooks come in as a gateway forwards them
-    (HandleProviderCallback with the payment's callback hash)."""
+    """payments.PaymentsService through payments_svc.client, as a caller service uses it
+    (its retries on UNAVAILABLE / ABORTED included). Provider webhooks come in as a
+    gateway forwards them (HandleProviderCallback with the payment's callback hash)."""
 
     transport = "grpc"
 
     def __init__(self, target: str, api_key: str):
-        self._channel = grpc.aio.insecure_channel(target)
-        self._stub = payments_pb2_grpc.PaymentsServiceStub(self._channel)
-        self._key = api_key
+        self._client = PaymentsClient(target, api_key, timeout=30)
 
     async def close(self) -> None:
-        await self._channel.close()
+        await self._client.close()
 
-    async def call(self, method: str, request):
-        metadata = (("x-request-id", new_id("rq")), ("x-api-key", self._key))
+    async def _ok(self, call: Awaitable[T]) -> T:
         try:
-            return await getattr(self._stub, method)(request, metadata=metadata, timeout=30)
-        except grpc.aio.AioRpcError as exc:
-            raise ApiError(exc.code().name, exc.details()) from None
+            return await call
+        except PaymentsApiError as exc:
+            raise ApiError(exc.code.name, exc.message) from None
 
     async def create(self, **fields) -> dict[str, Any]:
         return await self.create_replayed(**fields)
 
     async def create_replayed(self, **fields) -> dict[str, Any]:
         """The payment, with `_replayed` from the idempotent-replayed trailer."""
-        metadata = (("x-request-id", new_id("rq")), ("x-api-key", self._key))
-        call = self._stub.CreatePayment(pb.CreatePaymentRequest(**fields), metadata=metadata, timeout=30)
-        try:
-            answer = await call
-            trailers = dict(await call.trailing_metadata() or ())
-        except grpc.aio.AioRpcError as exc:
-            raise ApiError(exc.code().name, exc.details()) from None
-        return {**_plain(answer.payment), "_replayed": trailers.get("idempotent-replayed") == "true"}
+        created = await self._ok(self._client.create_payment(pb.CreatePaymentRequest(**fields)))
+        return {**_plain(created.payment), "_replayed": created.replayed}
 
     async def get(self, payment_id: int) -> dict[str, Any]:
-        return _plain((await self.call("GetPayment", pb.GetPaymentRequest(id=payment_id))).payment)
+        return _plain(await self._ok(self._client.get_payment(payment_id)))
 
     async def cancel(self, payment_id: int, reason: str = "") -> dict[str, Any]:
-        return _plain((await self.call("CancelPayment", pb.CancelPaymentRequest(id=payment_id, reason=reason))).payment)
+        return _plain(await self._ok(self._client.cancel_payment(payment_id, reason)))
 
     async def refund(self, payment_id: int, request_id: str, amount_cents: int = 0, reason: str = "") -> tuple[dict, dict]:
-        answer = await self.call("RefundPayment", pb.RefundPaymentRequest(
-            id=payment_id, request_id=request_id, amount_cents=amount_cents, reason=reason))
-        return _plain(answer.payment), _plain(answer.refund)
+        result = await self._ok(self._client.refund_payment(payment_id, request_id, amount_cents, reason))
+        return _plain(result.payment), _plain(result.refund)
 
     async def events(self, payment_id: int) -> list[dict[str, Any]]:
-        answer = await self.call("ListPaymentEvents", pb.ListPaymentEventsRequest(id=payment_id))
-        return [_plain(e) for e in answer.events]
+        return [_plain(e) for e in await self._ok(self._client.list_payment_events(payment_id))]
 
     async def provider_webhook(self, provider: str, payment: dict[str, Any], payload: bytes, signature: str) -> None:
-        await self.call("HandleProviderCallback", pb.HandleProviderCallbackRequest(
+        await self._ok(self._client.handle_provider_callback(pb.HandleProviderCallbackRequest(
             request_id=new_id("rq"), provider=provider, callback_hash=payment["provider_callback_hash"],
-            signature=signature, payload=payload.decode()))
+            signature=signature, payload=payload.decode())))
 
 
 class HttpApi:

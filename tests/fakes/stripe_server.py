@@ -254,8 +254,31 @@ def _metadata(new: Any, old: Mapping[str, str] | None = None) -> dict[str, str]:
     return merged
 
 
+# Stripe's own amount units (https://docs.stripe.com/currencies), kept apart from the
+# service's ISO 4217 table: where the two differ (ISK, MGA) the provider must convert.
+ZERO_DECIMAL = frozenset("bif clp djf gnf jpy kmf krw mga pyg rwf ugx vnd vuv xaf xof xpf".split())
+THREE_DECIMAL = frozenset("bhd jod kwd omr tnd".split())
+
+
+def _decimals(currency: str) -> int:
+    return 0 if currency in ZERO_DECIMAL else 3 if currency in THREE_DECIMAL else 2
+
+
+def _check_amount(amount: int, currency: str, param: str) -> None:
+    """Stripe's special cases: ISK in whole krónur (multiples of 100), three-decimal
+    currencies in multiples of 10."""
+    if currency == "isk" and amount % 100:
+        raise _invalid("Invalid amount. Currency ISK has become effectively zero-decimal and charged amounts must be "
+                       "evenly divisible by 100.", param, code="invalid_charge_amount_no_decimal_compatible")
+    if currency in THREE_DECIMAL and amount % 10:
+        raise _invalid(f"Invalid amount. Amounts in {currency.upper()} must have 0 as their last digit.", param,
+                       code="invalid_charge_amount")
+
+
 def _money(amount: int, currency: str) -> str:
-    return f"${amount / 100:.2f}" if currency == "usd" else f"{amount / 100:.2f} {currency.upper()}"
+    digits = _decimals(currency)
+    major = f"{amount / 10**digits:,.{digits}f}"
+    return f"${major}" if currency == "usd" else f"{major} {currency.upper()}"
 
 
 def _add_interval(timestamp: int, interval: str, count: int) -> int:
@@ -800,6 +823,7 @@ class FakeStripe:
         else:
             name = f"{param}[unit_amount]" if param else "unit_amount"
             raise _invalid(f"Missing required param: {name}.", name)
+        _check_amount(unit_amount, params["currency"].lower(), f"{param}[unit_amount]" if param else "unit_amount")
         recurring = params.get("recurring")
         if recurring is not None:
             recurring = {
@@ -1404,6 +1428,7 @@ class FakeStripe:
         amount = params.get("amount", remaining)
         if amount <= 0:
             raise _invalid("Invalid positive integer", "amount")
+        _check_amount(amount, charge["currency"], "amount")
         if amount > remaining:
             what = "unrefunded amount on charge" if charge["amount_refunded"] else "charge amount"
             asked, left = _money(amount, charge["currency"]), _money(remaining, charge["currency"])

@@ -386,6 +386,21 @@ async def test_refunds_cannot_exceed_the_remaining_amount(fake, client):
     assert [r.id for r in (await client.v1.refunds.list_async(params={"payment_intent": intent_id})).data][1] == refund.id
 
 
+async def test_amounts_follow_stripes_currency_rules(fake, client):
+    product = await client.v1.products.create_async(params={"name": "Pro plan"})
+    for currency, amount, code in (("isk", 50050, "invalid_charge_amount_no_decimal_compatible"),
+                                   ("kwd", 5125, "invalid_charge_amount")):
+        with pytest.raises(stripe.InvalidRequestError) as refused:
+            await client.v1.prices.create_async(params={"product": product.id, "unit_amount": amount, "currency": currency})
+        assert (refused.value.code, refused.value.param) == (code, "unit_amount")
+    session = await make_session(client, line_items=[{"quantity": 1, "price_data": {
+        "currency": "jpy", "unit_amount": 1234, "product_data": {"name": "Tea"}}}])
+    (completed,) = fake.complete_session(session.id)
+    intent_id = completed["data"]["object"]["payment_intent"]
+    with pytest.raises(stripe.InvalidRequestError, match=r"greater than charge amount \(1,234 JPY\)"):
+        await client.v1.refunds.create_async(params={"payment_intent": intent_id, "amount": 1235})
+
+
 @pytest.mark.asyncio
 async def test_injected_failures(fake, client, http_client):
     fake.fail_next(1, status=500)

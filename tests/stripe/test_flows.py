@@ -280,6 +280,54 @@ async def test_events_out_of_order_never_regress(api, fake):
     assert (await api.get(failed["id"]))["status"] == PAID
 
 
+# (currency, our amount_cents, Stripe's unit_amount, a part to refund): amounts are minor units
+# per ISO 4217 and equal Stripe's, except for ISK (two-decimal at Stripe) and MGA (zero-decimal there).
+AMOUNTS = [
+    ("usd", 1999, 1999, 999),
+    ("jpy", 123456, 123456, 23456),
+    ("kwd", 5120, 5120, 2560),
+    ("isk", 500, 50000, 200),
+    ("mga", 50000, 500, 20000),
+]
+
+
+@pytest.mark.parametrize("currency, amount, unit_amount, part", AMOUNTS, ids=[a[0] for a in AMOUNTS])
+async def test_amounts_reach_stripe_in_its_units_and_come_back_in_ours(api, fake, currency, amount, unit_amount, part):
+    payment = await paid_payment(api, fake, currency=currency, amount_cents=amount)
+    (created,) = session_creates(fake, payment)
+    assert created.params["line_items"][0]["price_data"]["unit_amount"] == unit_amount
+    assert (payment["status"], payment["amount_cents"], payment["refundable_cents"]) == (PAID, amount, amount)
+
+    since = len(fake.requests)
+    after, refund = await api.refund(payment["id"], new_id("refund"), part)
+    (sent,) = [r for r in requests_of(fake, "/v1/refunds", since) if r.method == "POST"]
+    assert sent.params["amount"] == part * unit_amount // amount
+    assert (refund["amount_cents"], after["refunded_cents"], after["refundable_cents"]) == (part, part, amount - part)
+
+    # The rest refunded in the dashboard: Stripe's amounts come back in ours.
+    intent = fake.get(payment["provider_payment_id"])["payment_intent"]
+    for event in reversed(fake.refund(payment_intent=intent)):
+        await api.deliver(event, payment)
+    final = await api.get(payment["id"])
+    assert (final["refunded_cents"], final["refundable_cents"]) == (amount, 0)
+
+
+@pytest.mark.parametrize("currency, amount, step", [("kwd", 5125, 10), ("mga", 50050, 100)])
+async def test_amounts_stripe_cannot_charge_are_refused_before_stripe_is_asked(api, fake, currency, amount, step):
+    since = len(fake.requests)
+    with pytest.raises(ApiError) as refused:
+        await api.create(**payment_fields(currency=currency, amount_cents=amount))
+    assert refused.value.code in (400, "INVALID_ARGUMENT")
+    assert f"amount_cents must be a multiple of {step} for {currency.upper()} with Stripe" in refused.value.message
+    assert requests_of(fake, "/v1/", since) == []
+
+    payment = await paid_payment(api, fake, currency=currency, amount_cents=amount - amount % step)
+    with pytest.raises(ApiError, match=f"multiple of {step}") as refused:
+        await api.refund(payment["id"], new_id("refund"), step // 2)
+    assert refused.value.code in (400, "INVALID_ARGUMENT")
+    assert (await api.get(payment["id"]))["refundable_cents"] == amount - amount % step  # released
+
+
 async def test_refunds_and_disputes_made_at_stripe(api, fake):
     payment = await paid_payment(api, fake)
     intent = fake.get(payment["provider_payment_id"])["payment_intent"]

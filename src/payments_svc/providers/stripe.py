@@ -31,6 +31,7 @@ from ..domain.payment import CreatePaymentCommand, Payment
 from ..domain.refund import Refund
 from ..domain.validation import METADATA_MAX_KEYS, check_iso_currency
 from .base import CancelOutcome, Checkout, ProviderEvent, RefundSnapshot
+from .stripe_amounts import amount_problem, to_stripe
 from .stripe_events import (
     META_CALLBACK_HASH,
     META_PAYMENT_ID,
@@ -84,6 +85,9 @@ class StripeProvider:
 
     def validate(self, command: CreatePaymentCommand) -> None:
         check_iso_currency(command)
+        problem = amount_problem(command.amount_cents, command.currency)
+        if problem:
+            raise ValidationError(problem)
         keys = set(command.metadata) | set(RESERVED_METADATA_KEYS)
         if len(keys) > METADATA_MAX_KEYS:
             raise ValidationError(
@@ -106,7 +110,7 @@ class StripeProvider:
         recurring = payment.payment_type == PaymentType.RECURRING
         price_data: dict[str, Any] = {
             "currency": payment.currency.lower(),
-            "unit_amount": payment.amount_cents,
+            "unit_amount": to_stripe(payment.amount_cents, payment.currency),
             "product_data": {"name": _product_name(payment)},
         }
         if recurring:
@@ -187,7 +191,7 @@ class StripeProvider:
         params: dict[str, Any] = {
             "product": product,
             "currency": payment.currency.lower(),
-            "unit_amount": payment.amount_cents,
+            "unit_amount": to_stripe(payment.amount_cents, payment.currency),
             "lookup_key": lookup_key,
             # Two payments creating it at once: the later takes the key, both prices work.
             "transfer_lookup_key": True,
@@ -316,9 +320,12 @@ class StripeProvider:
     # ---- refunds ------------------------------------------------------------------
 
     async def refund(self, payment: Payment, refund: Refund, idempotency_key: str) -> RefundSnapshot:
+        problem = amount_problem(refund.amount_cents, payment.currency)
+        if problem:
+            raise ProviderError(problem, retryable=False, kind=ErrorKind.INVALID_ARGUMENT)
         params: dict[str, Any] = {
             "payment_intent": await self._paid_intent(payment),
-            "amount": refund.amount_cents,
+            "amount": to_stripe(refund.amount_cents, payment.currency),
             "metadata": {META_PAYMENT_ID: str(payment.id), META_CALLBACK_HASH: payment.provider_callback_hash,
                          META_REFUND_ID: str(refund.id)},
         }

@@ -15,6 +15,7 @@ from ..domain.enums import PaymentStatus
 from ..domain.errors import CallbackRejectedError
 from ..domain.refund import RefundStatus
 from .base import ProviderEvent, RefundSnapshot
+from .stripe_amounts import from_stripe
 
 # Metadata keys on every Stripe object we create (names kept from the reference, whose
 # gateway routes by callback_hash).
@@ -83,7 +84,7 @@ def refund_snapshot(refund: dict[str, Any]) -> RefundSnapshot:
     ours = str(_metadata(refund.get("metadata")).get(META_REFUND_ID, ""))
     return RefundSnapshot(
         provider_refund_id=str(refund["id"]),
-        amount_cents=int(refund["amount"]),
+        amount_cents=from_stripe(int(refund["amount"]), str(refund.get("currency") or "")),
         status=REFUND_STATUSES.get(str(refund.get("status")), RefundStatus.PENDING),
         failure_reason=refund.get("failure_reason") or None,
         refund_id=int(ours) if ours.isdigit() else None,

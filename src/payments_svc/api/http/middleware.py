@@ -23,8 +23,8 @@ from ..untrusted_input import text_problem
 log = structlog.get_logger("payments.http")
 
 # Probes, operator endpoints and the customer-facing pages (sandbox checkout, Stripe's return page) are
-# reached without our headers.
-OPEN_PREFIXES = ("/healthz", "/readyz", "/metrics", "/openapi.json", "/sandbox/", "/stripe/return")
+# reached without our headers; so is a browser's /favicon.ico probe (a plain 404, not a 400).
+OPEN_PREFIXES = ("/healthz", "/readyz", "/metrics", "/openapi.json", "/sandbox/", "/stripe/return", "/favicon.ico")
 # Webhooks a provider calls directly: no X-Request-ID or API key, the provider's
 # signature is their authentication.
 SIGNED_PATHS = ("/webhooks/stripe",)

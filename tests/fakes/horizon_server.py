@@ -574,6 +574,13 @@ class FakeHorizon:
         self._notify()
         return str(token)
 
+    def close_ledgers(self, count: int) -> None:
+        """Time passes: ``count`` ledgers close with no transaction (the network closes one
+        every 5 seconds or so, busy or not)."""
+        with self._lock:
+            for _ in range(count):
+                self._close_ledger()
+
     def rate_limit(self, count: int = 1, retry_after: int = 1) -> None:
         """The next ``count`` requests (pages, streams, the root, submissions) are refused the
         way Horizon's rate limiter does: 429, a ``rate_limit_exceeded`` problem, and the

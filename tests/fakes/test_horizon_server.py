@@ -490,6 +490,7 @@ async def test_cursors_beyond_int64_are_refused_and_beyond_history_give_empty_pa
 @pytest.mark.asyncio
 async def test_reset_switched_and_truncated_networks(fake: FakeHorizon, server: ServerAsync, alice: Keypair, bob: Keypair):
     await fake.pay(alice, bob, "1")
+    fake.close_ledgers(10)
     await fake.pay(alice, bob, "2")
     second = fake.latest_ledger
     root = await server.root().call()

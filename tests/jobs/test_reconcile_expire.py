@@ -93,7 +93,7 @@ async def test_reconcile_leaves_a_create_in_progress_alone(setup):
     async with service.db.transaction() as conn:
         await conn.execute(payments.update().values(create_lease_until=utcnow() + timedelta(minutes=1)))
     result = await Reconciler(service).run_batch(asyncio.Event())
-    assert result.deferred == 1 and provider.create_keys == [provider_idempotency_key("shop", "busy", "create")]
+    assert result.claimed == 0 and provider.create_keys == [provider_idempotency_key("shop", "busy", "create")]
     assert (await service.get_payment(SHOP, payment.id)).status == PaymentStatus.CREATED
 
 

@@ -40,9 +40,10 @@ JOB_DURATION = Histogram("payments_job_run_duration_seconds", "Background job ba
                          buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300))
 WATCHER_LAG = Gauge("payments_stellar_watcher_lag_seconds",
                     "Age of the newest Horizon record the Stellar watcher has applied.", multiprocess_mode="max")
-STELLAR_WATCHER_HEALTHY = Gauge("payments_stellar_watcher_healthy",
-                                "1 while the Stellar watcher reads Horizon's feed, 0 while it refuses it (see the runbook).",
-                                multiprocess_mode="min")
+# 0 in every other process: an alert on max() > 0 fires only for a watcher that refuses.
+STELLAR_FEED_REFUSED = Gauge("payments_stellar_feed_refused",
+                             "1 while the Stellar watcher refuses Horizon's feed and credits nothing (see the runbook).",
+                             multiprocess_mode="max")
 
 
 def render() -> tuple[bytes, str]:

@@ -518,8 +518,8 @@ async def delete_cursor(container) -> None:
         await conn.execute(stellar_cursors.delete())
 
 
-def healthy_gauge() -> float | None:
-    return metrics.REGISTRY.get_sample_value("payments_stellar_watcher_healthy")
+def refused_gauge() -> float | None:
+    return metrics.REGISTRY.get_sample_value("payments_stellar_feed_refused")
 
 
 def root_requests(horizon: FakeHorizon) -> int:
@@ -583,12 +583,12 @@ async def test_the_watcher_refuses_the_feed_reports_unhealthy_and_recovers_once_
             await chain.horizon.wait_for_streams()
             await months_pass(chain)
             await wait_until(lambda: _cursor_moved_past_ledger(container, 500))
-            assert health.problem() is None and healthy_gauge() == 1
+            assert health.problem() is None and refused_gauge() == 0
 
             reset_testnet(chain)
             await chain.pay(payment, "15")
             await wait_until(lambda: _refused(health))
-            assert "beyond Horizon's history" in health.problem() and healthy_gauge() == 0
+            assert "beyond Horizon's history" in health.problem() and refused_gauge() == 1
             checks = root_requests(chain.horizon)
             await wait_until(lambda: _at_least(root_requests(chain.horizon), checks + 1))  # re-checked, still refused
             assert (await reload(container, payment)).status == PaymentStatus.PENDING
@@ -596,7 +596,7 @@ async def test_the_watcher_refuses_the_feed_reports_unhealthy_and_recovers_once_
             await delete_cursor(container)
             await wait_until(status_is(container, payment, PaymentStatus.PAID))
             await wait_until(lambda: _healthy(health))
-            assert healthy_gauge() == 1
+            assert refused_gauge() == 0
     finally:
         await container.close()
 

@@ -1,7 +1,7 @@
 """`payments-svc stellar watch` as a real process, on SQLite and MariaDB, against
 FakeHorizon in a thread: what an operator sees when the feed cannot be read. A stream
 that cannot connect is a warning at once; a refused feed (here: the testnet was reset
-under the stored cursor) is an error log, /healthz 503 and the healthy gauge 0 on the
+under the stored cursor) is an error log, /healthz 503 and the refused gauge 1 on the
 worker and exit status 1 for the one-off, until the operator resets the cursor."""
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ async def test_a_refused_feed_is_loud_until_the_operator_resets_the_cursor(stell
         _, body = await get(f"http://127.0.0.1:{port}/healthz")
         assert "the Stellar feed is refused: the stored cursor" in body and "beyond Horizon's history" in body
         _, exposition = await get(f"http://127.0.0.1:{port}/metrics")
-        assert "payments_stellar_watcher_healthy 0.0" in exposition
+        assert "payments_stellar_feed_refused 1.0" in exposition
         refused = events(watcher, "stellar_feed_refused")[0]
         assert refused["level"] == "error" and "a network reset, a wrong STELLAR_START_CURSOR" in refused["error"]
 
@@ -91,7 +91,7 @@ async def test_a_refused_feed_is_loud_until_the_operator_resets_the_cursor(stell
 
         await _delete_cursor(stellar_env)  # the runbook's fix: start over at STELLAR_START_CURSOR
         await wait_until(lambda: _healthz_is(port, 200), timeout=20)
-        assert "payments_stellar_watcher_healthy 1.0" in (await get(f"http://127.0.0.1:{port}/metrics"))[1]
+        assert "payments_stellar_feed_refused 0.0" in (await get(f"http://127.0.0.1:{port}/metrics"))[1]
         assert (await run_cli(one_off_env, "stellar", "watch"))[0] == 0
     finally:
         watcher.signal()

@@ -98,11 +98,11 @@ class WatcherHealth:
 
     def reading(self) -> None:
         self.refused = None
-        metrics.STELLAR_WATCHER_HEALTHY.set(1)
+        metrics.STELLAR_FEED_REFUSED.set(0)
 
     def refuse(self, reason: str) -> None:
         self.refused = reason
-        metrics.STELLAR_WATCHER_HEALTHY.set(0)
+        metrics.STELLAR_FEED_REFUSED.set(1)
 
     def problem(self) -> str | None:
         """None when healthy, else why not."""
@@ -164,7 +164,7 @@ class StellarFeed:
         self.settings = settings
         self.account = settings.receiving_account
         self.horizon = horizon
-        self.health = health
+        self.progress = health.progress if health is not None else _nothing  # for the watcher's liveness
         self.stream_opened = False  # set by follow() once Horizon accepted the stream
 
     async def prepare(self) -> None:
@@ -220,6 +220,7 @@ class StellarFeed:
                 applied += await self._apply_page(cursor, records, page_end)
             except CursorMoved:
                 continue  # another reader is on it too: go on from wherever it got to
+            self.progress()  # catching up after a long outage takes many pages
             if len(records) < PAGE_LIMIT:
                 return applied
 
@@ -281,14 +282,13 @@ class StellarFeed:
                 url, params=params, headers={"Accept": "text/event-stream", "Cache-Control": "no-cache"})
         except (aiohttp.ClientError, TimeoutError) as exc:  # TimeoutError: connecting took too long
             raise HorizonUnavailable(f"stream: cannot connect: {type(exc).__name__}: {exc}") from exc
-        heard = self.health.progress if self.health is not None else _nothing
         delivered = 0
         async with response:
             await _check_stream(response)
             self.stream_opened = True
             log.info("stellar_stream_open", account=self.account, cursor=position)
             try:
-                async for event in read_events(response.content, self.settings.silence_timeout_seconds, heard):
+                async for event in read_events(response.content, self.settings.silence_timeout_seconds, self.progress):
                     if event.event == "close":
                         break
                     if event.event == "error":

@@ -3,9 +3,9 @@ PROCESSING) PAYMENTS_PENDING_TIMEOUT_MINUTES after they were created.
 
 The provider's object is expired first, so that nothing can be paid after we say
 EXPIRED; if the provider answers that it was paid, the payment becomes PAID instead.
-Stellar payments cannot be stopped on the network: the receiving account's feed is read
-up to now first, so that one paid in time is credited, not expired; while the feed
-cannot be read, Stellar payments are not expired. Either way the change goes through
+Stellar payments cannot be stopped on the network: when some are due, the receiving
+account's feed is read up to now first, so that one paid in time is credited, not
+expired; while the feed cannot be read, Stellar payments are not expired. Either way the change goes through
 the transition table, which queues the callback. Each provider's payments are a lane of
 their own (lanes.py): one provider's failure never holds up another's payments.
 """
@@ -53,8 +53,6 @@ class PendingExpirer:
         return await by_provider(self.name, lambda provider: self._expire_provider(provider, stop))
 
     async def _expire_provider(self, provider: ProviderType, stop: asyncio.Event) -> BatchResult:
-        if provider == ProviderType.STELLAR and not await self._stellar_feed_read():
-            return BatchResult(failed=1)
         s = self.settings
         lease = lease_seconds(self.item_seconds, self.batch_size, s.job_concurrency)
         async with self._claiming, claim_transaction(self.db) as conn:
@@ -65,6 +63,8 @@ class PendingExpirer:
             )
         # A payment that could not be expired keeps its lease: it is tried again once
         # the lease ends (shorter than the run interval with the defaults).
+        if provider == ProviderType.STELLAR and claims and not await self._stellar_feed_read():
+            return BatchResult(claimed=len(claims), failed=len(claims))
         outcomes = await run_items(claims, lambda claim: self._expire(claim.payment), concurrency=s.job_concurrency,
                                    stop=stop, start_before=claimed_at + lease - self.item_seconds)
         return await settle(outcomes, self._release)

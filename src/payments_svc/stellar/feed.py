@@ -130,8 +130,8 @@ async def watch(db: Database, settings: StellarSettings, health: WatcherHealth) 
             feed.stream_opened = False
             try:
                 await feed.prepare()
-                await feed.catch_up()
                 health.reading()
+                await feed.catch_up()
                 await feed.follow()
                 backoff = settings.backoff_min_seconds
                 continue  # the stream ended or went silent: reconnect at once

@@ -27,6 +27,7 @@ METRIC_FAMILIES = (
     "payments_job_runs_total",
     "payments_job_run_duration_seconds",
     "payments_stellar_watcher_lag_seconds",
+    "payments_stellar_feed_refused",
 )
 _SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?P<labels>.*)\})?\s+(?P<value>\S+)")
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
@@ -90,3 +91,4 @@ async def test_worker_metrics(deployment, worker, job):
         assert "payments_callback_outbox_due" in families(text)
     if worker == "stellar-watch":
         assert "payments_stellar_watcher_lag_seconds" in families(text)
+        assert value(text, "payments_stellar_feed_refused") == 0

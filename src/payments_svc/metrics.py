@@ -45,6 +45,10 @@ JOB_DURATION = Histogram("payments_job_run_duration_seconds", "Background job ba
                          buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300))
 WATCHER_LAG = Gauge("payments_stellar_watcher_lag_seconds",
                     "Age of the newest Horizon record the Stellar watcher has applied.", multiprocess_mode="max")
+# 0 in every other process: an alert on max() > 0 fires only for a watcher that refuses.
+STELLAR_FEED_REFUSED = Gauge("payments_stellar_feed_refused",
+                             "1 while the Stellar watcher refuses Horizon's feed and credits nothing (see the runbook).",
+                             multiprocess_mode="max")
 
 
 def render() -> tuple[bytes, str]:
@@ -68,13 +72,19 @@ _listeners: list[tuple[web.AppRunner, asyncio.Task]] = []  # nothing else refers
 
 
 def serve_worker_metrics(
-    port: int | None, *, reuse_port: bool = False, refresh: Callable[[], Awaitable[None]] | None = None
+    port: int | None,
+    *,
+    reuse_port: bool = False,
+    refresh: Callable[[], Awaitable[None]] | None = None,
+    problem: Callable[[], str | None] | None = None,
 ) -> None:
     """GET /metrics and GET /healthz, and nothing else, on `port` (PAYMENTS_METRICS_PORT)
     if set: the workers' only listener, and serve's metrics-only one (so that what
     Prometheus and the kubelet reach never exposes the API). Served on the caller's
     event loop, so /healthz answering means that loop is not stuck. The port is bound
-    here: one in use stops the start (ConfigError). `refresh` runs before each scrape."""
+    here: one in use stops the start (ConfigError). `refresh` runs before each scrape;
+    `problem` (a worker's own health, e.g. the Stellar watcher's) makes /healthz answer
+    503 with the reason it returns."""
     if not port:
         return
 
@@ -85,7 +95,10 @@ def serve_worker_metrics(
         return web.Response(body=body, headers={"Content-Type": content_type})
 
     async def alive(_request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
+        reason = problem() if problem is not None else None
+        if reason is None:
+            return web.json_response({"status": "ok"})
+        return web.json_response({"status": "unhealthy", "error": reason}, status=503)
 
     sock = _listening_socket("0.0.0.0", port, "PAYMENTS_METRICS_PORT", reuse_port=reuse_port)
     app = web.Application()

@@ -168,15 +168,17 @@ def _start_workers(container: Container, stop: asyncio.Event) -> dict[str, async
     )
     tasks = {job.name: asyncio.create_task(run(job, interval), name=job.name) for job, interval in jobs}
     if settings.stellar is not None:
-        from .stellar.feed import watch
+        from .stellar.feed import WatcherHealth, stall_seconds, watch
 
-        tasks["stellar_watch"] = asyncio.create_task(watch(container.db, settings.stellar), name="stellar_watch")
+        # Its health is in the logs and metrics here; the refused feed does not stop the server.
+        health = WatcherHealth(stall_seconds(settings.stellar))
+        tasks["stellar_watch"] = asyncio.create_task(watch(container.db, settings.stellar, health), name="stellar_watch")
     return tasks
 
 
 async def _until_stopped(stopping: asyncio.Event, workers: dict[str, asyncio.Task]) -> int:
     """Waits for SIGTERM/SIGINT; an in-process job that ends before it is a bug or a
-    fatal setting (the Stellar watcher on another network): the server stops, exit 1."""
+    fatal error: the server stops, exit 1."""
     stop_wait = asyncio.create_task(stopping.wait())
     done, _ = await asyncio.wait([stop_wait, *workers.values()], return_when=asyncio.FIRST_COMPLETED)
     if stop_wait in done:

@@ -6,10 +6,15 @@ and SSE framing, so code using stellar-sdk's ``ServerAsync`` +
 ``AiohttpClient`` can run against it unchanged.
 
 Deliberate simplifications: every submitted transaction closes its own
-ledger (so it is always transaction #1 of that ledger); only ``payment`` and
-``create_account`` operations are applied; reserves, trustline limits,
-multisig and ``result_meta_xdr`` are not modelled. Trustlines exist only if
-seeded through ``create_account(..., balances={asset: ...})``.
+ledger (so it is always transaction #1 of that ledger); only ``payment``,
+``create_account`` and ``account_merge`` operations are applied; reserves,
+trustline limits, multisig and ``result_meta_xdr`` are not modelled. Trustlines
+exist only if seeded through ``create_account(..., balances={asset: ...})``.
+
+Test controls inject what a real deployment can do to a client: rate limiting
+(429 with ``Retry-After``), streams cut or refused, a network reset, a Horizon
+that now serves another network or keeps only recent history, and pages that
+repeat the record at their cursor (as some Horizon-compatible servers do).
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from aiohttp import ClientSession, web
 from multidict import CIMultiDict
 from stellar_sdk import (
     Account,
+    AccountMerge,
     Asset,
     CreateAccount,
     HashMemo,
@@ -63,6 +69,8 @@ PROTOCOL_VERSION = 22
 TOTAL_COINS = 100_000_000_000 * STROOPS_PER_UNIT
 DEFAULT_LIMIT = 10
 MAX_LIMIT = 200
+MAX_CURSOR = 2**63 - 1  # Horizon parses cursors as int64
+RATE_LIMIT_PER_HOUR = 3600  # Horizon's default quota per IP
 DEFAULT_STARTING_BALANCE = "10000"
 TRUSTLINE_LIMIT = "922337203685.4775807"
 # XDR of an empty LedgerEntryChanges array; fee changes are not modelled.
@@ -102,8 +110,14 @@ _CREATE_ACCOUNT_CODES = {
     "op_underfunded": sx.CreateAccountResultCode.CREATE_ACCOUNT_UNDERFUNDED,
     "op_already_exists": sx.CreateAccountResultCode.CREATE_ACCOUNT_ALREADY_EXIST,
 }
-_TYPE_I = {CreateAccount: 0, Payment: 1}
-_TYPE_NAME = {CreateAccount: "create_account", Payment: "payment"}
+_ACCOUNT_MERGE_CODES = {
+    "op_success": sx.AccountMergeResultCode.ACCOUNT_MERGE_SUCCESS,
+    "op_malformed": sx.AccountMergeResultCode.ACCOUNT_MERGE_MALFORMED,
+    "op_no_account": sx.AccountMergeResultCode.ACCOUNT_MERGE_NO_ACCOUNT,
+    "op_has_sub_entries": sx.AccountMergeResultCode.ACCOUNT_MERGE_HAS_SUB_ENTRIES,
+}
+_TYPE_I = {CreateAccount: 0, Payment: 1, AccountMerge: 8}
+_TYPE_NAME = {0: "create_account", 1: "payment", 8: "account_merge"}
 
 
 class HorizonSubmissionError(Exception):
@@ -122,6 +136,7 @@ class LoggedRequest:
     path: str
     query: dict[str, str]
     headers: CIMultiDict[str]  # case-insensitive, like HTTP
+    at: float = field(default_factory=time.monotonic)  # when it arrived
 
 
 class _Problem(Exception):
@@ -151,6 +166,28 @@ def _bad_request(field_name: str, reason: str) -> _Problem:
         "Bad Request",
         "The request you sent was invalid in some way.",
         {"invalid_field": field_name, "reason": reason},
+    )
+
+
+def _rate_limited() -> _Problem:
+    return _Problem(
+        429,
+        "rate_limit_exceeded",
+        "Rate Limit Exceeded",
+        "The rate limit for the requesting IP address is over its alloted limit.  The allowed limit and "
+        "requests left per time period are communicated to clients via the http response headers "
+        "'X-RateLimit-*' headers.",
+    )
+
+
+def _before_history() -> _Problem:
+    return _Problem(
+        410,
+        "before_history",
+        "Data Requested Is Before Recorded History",
+        "This horizon instance is configured to only track a portion of the stellar network's latest "
+        "history. This request is asking for results prior to the recorded history known to this "
+        "horizon instance.",
     )
 
 
@@ -220,10 +257,11 @@ def _memo_fields(memo: Memo) -> dict[str, str]:
     return {"memo_type": "none"}
 
 
-def _result_xdr(fee: int, tx_code: str, ops: list, op_codes: list[str]) -> str:
+def _result_xdr(fee: int, tx_code: str, ops: list, op_codes: list[str], merged: dict[int, int] | None = None) -> str:
+    """`merged`: by operation index, the balance each successful account merge moved."""
     results = None
     if tx_code in ("tx_success", "tx_failed"):
-        results = [_op_result(op, code) for op, code in zip(ops, op_codes, strict=True)]
+        results = [_op_result(op, code, (merged or {}).get(i, 0)) for i, (op, code) in enumerate(zip(ops, op_codes, strict=True))]
     result = sx.TransactionResult(
         sx.Int64(fee),
         sx.TransactionResultResult(_TX_CODES[tx_code], results=results),
@@ -232,11 +270,17 @@ def _result_xdr(fee: int, tx_code: str, ops: list, op_codes: list[str]) -> str:
     return result.to_xdr()
 
 
-def _op_result(op: Any, code: str) -> sx.OperationResult:
+def _op_result(op: Any, code: str, merged_stroops: int) -> sx.OperationResult:
     if code in _OUTER_OP_CODES:
         return sx.OperationResult(_OUTER_OP_CODES[code])
     if isinstance(op, Payment):
         tr = sx.OperationResultTr(sx.OperationType.PAYMENT, payment_result=sx.PaymentResult(_PAYMENT_CODES[code]))
+    elif isinstance(op, AccountMerge):
+        balance = sx.Int64(merged_stroops) if code == "op_success" else None
+        tr = sx.OperationResultTr(
+            sx.OperationType.ACCOUNT_MERGE,
+            account_merge_result=sx.AccountMergeResult(_ACCOUNT_MERGE_CODES[code], balance),
+        )
     else:
         tr = sx.OperationResultTr(
             sx.OperationType.CREATE_ACCOUNT,
@@ -335,19 +379,13 @@ class FakeHorizon:
 
         # One lock for all ledger state: tests may mutate it from another thread.
         self._lock = threading.RLock()
-        self._accounts: dict[str, _Account] = {}
-        self._ledgers: list[_Ledger] = []
-        self._txs: list[_Tx] = []
-        self._txs_by_hash: dict[str, _Tx] = {}
-        self._ops: list[_Op] = []
         self._streams: set[_StreamConn] = set()
         self._paused = False
         self._duplicates_pending = 0
-
-        genesis = self._close_ledger()
-        self._accounts[self.root_keypair.public_key] = _Account(
-            self.root_keypair.public_key, 0, {Asset.native(): TOTAL_COINS}, genesis.sequence, genesis.closed_at
-        )
+        self._rate_limited: list[int] = []  # Retry-After seconds of the next requests to refuse with 429
+        self._streams_refused = False
+        self._repeat_cursor_record = False
+        self._genesis()
 
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
@@ -484,7 +522,19 @@ class FakeHorizon:
     ) -> dict[str, Any]:
         """Build, sign and POST a real payment transaction; returns Horizon's response.
         A ``str`` memo becomes a TextMemo, an ``int`` an IdMemo."""
-        envelope = self._payment_xdr(from_keypair, to_account, amount, asset, memo)
+        return await self._post_transaction(self._payment_xdr(from_keypair, to_account, amount, asset, memo))
+
+    async def merge_account(
+        self, from_keypair: Keypair, into: Keypair | str, memo: Memo | str | int | None = None
+    ) -> dict[str, Any]:
+        """Build, sign and POST a real account merge: every lumen of ``from_keypair``'s account
+        moves ``into`` the other and the account is gone. Returns Horizon's response."""
+        destination = into.public_key if isinstance(into, Keypair) else into
+        return await self._post_transaction(
+            self._signed_xdr(from_keypair, memo, lambda builder: builder.append_account_merge_op(destination))
+        )
+
+    async def _post_transaction(self, envelope: str) -> dict[str, Any]:
         async with ClientSession() as session:
             async with session.post(f"{self.url}/transactions", data={"tx": envelope}) as resp:
                 body = await resp.json(content_type=None)
@@ -523,6 +573,56 @@ class FakeHorizon:
             self._ops.append(_Op(token, frozenset({account_id}), None, record))
         self._notify()
         return str(token)
+
+    def close_ledgers(self, count: int) -> None:
+        """Time passes: ``count`` ledgers close with no transaction (the network closes one
+        every 5 seconds or so, busy or not)."""
+        with self._lock:
+            for _ in range(count):
+                self._close_ledger()
+
+    def rate_limit(self, count: int = 1, retry_after: int = 1) -> None:
+        """The next ``count`` requests (pages, streams, the root, submissions) are refused the
+        way Horizon's rate limiter does: 429, a ``rate_limit_exceeded`` problem, and the
+        ``X-Ratelimit-*`` and ``Retry-After`` (whole seconds) headers."""
+        with self._lock:
+            self._rate_limited.extend([retry_after] * count)
+
+    def refuse_streams(self, refused: bool = True) -> None:
+        """While set, every SSE request has its connection reset before any response, as a
+        proxy that does not pass streams does; paging keeps working."""
+        self._streams_refused = refused
+
+    def repeat_cursor_record(self, enabled: bool = True) -> None:
+        """Pages (not streams) include the record at their cursor as their first record, as
+        some Horizon-compatible servers do (Horizon itself pages strictly after the cursor)."""
+        self._repeat_cursor_record = enabled
+
+    def switch_network(self, network_passphrase: str) -> None:
+        """This URL now reaches a Horizon of another network (a moved DNS name or load
+        balancer): the root reports that passphrase and transactions must be signed for it.
+        The ledger is kept, for simplicity."""
+        with self._lock:
+            self.network_passphrase = network_passphrase
+
+    def reset_network(self) -> None:
+        """A network reset (the testnet's, quarterly): every account, transaction and
+        operation is gone and ledgers start again at 1. Open streams end."""
+        self.drop_streams()
+        self._genesis()
+
+    def forget_history(self, before_ledger: int) -> None:
+        """This Horizon keeps history only from ``before_ledger`` on (limited retention, or a
+        newer snapshot): older operations leave its feeds and ``history_elder_ledger`` says
+        where history begins. Like Horizon, an ascending page from a cursor before that
+        starts at the oldest record kept; a descending one answers 410 ``before_history``."""
+        with self._lock:
+            self._elder_ledger = before_ledger
+
+    @property
+    def latest_ledger(self) -> int:
+        with self._lock:
+            return self._ledgers[-1].sequence
 
     def duplicate_next_stream_event(self, count: int = 1) -> None:
         """The next ``count`` events written to any SSE stream are each sent twice."""
@@ -564,6 +664,20 @@ class FakeHorizon:
 
     # ------------------------------------------------------------------ ledger model
 
+    def _genesis(self) -> None:
+        """A new network: ledger 1 and its root account holding every lumen."""
+        with self._lock:
+            self._accounts: dict[str, _Account] = {}
+            self._ledgers: list[_Ledger] = []
+            self._txs: list[_Tx] = []
+            self._txs_by_hash: dict[str, _Tx] = {}
+            self._ops: list[_Op] = []
+            self._elder_ledger = 1  # the oldest ledger whose history this Horizon keeps
+            genesis = self._close_ledger()
+            self._accounts[self.root_keypair.public_key] = _Account(
+                self.root_keypair.public_key, 0, {Asset.native(): TOTAL_COINS}, genesis.sequence, genesis.closed_at
+            )
+
     def _close_ledger(self) -> _Ledger:
         prev = self._ledgers[-1] if self._ledgers else None
         sequence = prev.sequence + 1 if prev else 1
@@ -585,14 +699,23 @@ class FakeHorizon:
         asset: Asset | None,
         memo: Memo | str | int | None,
     ) -> str:
+        destination = to_account.public_key if isinstance(to_account, Keypair) else to_account
+        return self._signed_xdr(
+            from_keypair, memo, lambda builder: builder.append_payment_op(destination, asset or Asset.native(), str(amount))
+        )
+
+    def _signed_xdr(
+        self, from_keypair: Keypair, memo: Memo | str | int | None, add_operation: Callable[[TransactionBuilder], Any]
+    ) -> str:
+        """A transaction of ``from_keypair``'s account with one operation, signed for this network."""
         with self._lock:
             source = self._accounts.get(from_keypair.public_key)
             if source is None:
                 raise ValueError(f"unknown source account {from_keypair.public_key}")
             sequence = source.sequence
-        destination = to_account.public_key if isinstance(to_account, Keypair) else to_account
         builder = TransactionBuilder(Account(from_keypair.public_key, sequence), self.network_passphrase, BASE_FEE)
-        builder.append_payment_op(destination, asset or Asset.native(), str(amount)).set_timeout(300)
+        add_operation(builder)
+        builder.set_timeout(300)
         if isinstance(memo, str):
             memo = TextMemo(memo)
         elif isinstance(memo, int):
@@ -672,7 +795,9 @@ class FakeHorizon:
             source.sequence_ledger, source.sequence_time = ledger.sequence, ledger.closed_at
             source.last_modified_ledger, source.last_modified_time = ledger.sequence, ledger.closed_at
             working = copy.deepcopy(self._accounts)
-            op_codes = [self._apply_op(working, op, source_id, ledger) for op in ops]
+            outcomes = [self._apply_op(working, op, source_id, ledger) for op in ops]
+            op_codes = [code for code, _ in outcomes]
+            merged = {i: amount for i, (_, amount) in enumerate(outcomes) if amount is not None}
             successful = all(code == "op_success" for code in op_codes)
             if successful:
                 self._accounts = working
@@ -694,7 +819,7 @@ class FakeHorizon:
                 fee_charged=fee,
                 max_fee=tx.fee,
                 envelope_xdr=envelope_xdr,
-                result_xdr=_result_xdr(fee, tx_code, ops, op_codes),
+                result_xdr=_result_xdr(fee, tx_code, ops, op_codes, merged),
                 result_codes=result_codes,
                 envelope=envelope,
                 successful=successful,
@@ -732,26 +857,43 @@ class FakeHorizon:
             return "op_no_source_account"
         if op_source != tx_source and not self._signed_by(envelope, op_source, used):
             return "op_bad_auth"
+        if isinstance(op, AccountMerge):
+            return "op_malformed" if op.destination.account_id == op_source else "op_success"
         amount = op.amount if isinstance(op, Payment) else op.starting_balance
         if _to_stroops(amount) <= 0:
             return "op_malformed"
         return "op_success"
 
-    def _apply_op(self, accounts: dict[str, _Account], op: Any, tx_source: str, ledger: _Ledger) -> str:
+    def _apply_op(self, accounts: dict[str, _Account], op: Any, tx_source: str, ledger: _Ledger) -> tuple[str, int | None]:
+        """The operation's result code and, for a successful account merge, the balance it moved."""
         source = accounts[op.source.account_id if op.source else tx_source]
         native = Asset.native()
         if isinstance(op, CreateAccount):
             amount = _to_stroops(op.starting_balance)
             if op.destination in accounts:
-                return "op_already_exists"
+                return "op_already_exists", None
             if source.balances[native] < amount:
-                return "op_underfunded"
+                return "op_underfunded", None
             source.balances[native] -= amount
             accounts[op.destination] = _Account(
                 op.destination, ledger.sequence << 32, {native: amount}, ledger.sequence, ledger.closed_at
             )
-            return "op_success"
+            return "op_success", None
+        if isinstance(op, AccountMerge):
+            destination = accounts.get(op.destination.account_id)
+            if destination is None:
+                return "op_no_account", None
+            if any(not asset.is_native() for asset in source.balances):
+                return "op_has_sub_entries", None  # trustlines must be removed first
+            amount = source.balances[native]
+            destination.balances[native] += amount
+            destination.last_modified_ledger, destination.last_modified_time = ledger.sequence, ledger.closed_at
+            del accounts[source.account_id]
+            return "op_success", amount
+        return self._apply_payment(accounts, op, source, ledger), None
 
+    @staticmethod
+    def _apply_payment(accounts: dict[str, _Account], op: Payment, source: _Account, ledger: _Ledger) -> str:
         amount = _to_stroops(op.amount)
         destination = accounts.get(op.destination.account_id)
         if destination is None:
@@ -778,6 +920,12 @@ class FakeHorizon:
         if isinstance(op, CreateAccount):
             amount = _fmt_amount(_to_stroops(op.starting_balance))
             return frozenset({source, op.destination}), {"starting_balance": amount, "funder": source, "account": op.destination}
+        if isinstance(op, AccountMerge):
+            # Horizon's record names the two accounts only: the amount is in the operation's effects.
+            into = op.destination
+            body = {"account": source, **_muxed_fields("account", op_source), "into": into.account_id,
+                    **_muxed_fields("into", into)}
+            return frozenset({source, into.account_id}), body
         body = {
             **_asset_fields(op.asset),
             "from": source,
@@ -809,6 +957,9 @@ class FakeHorizon:
             return False
 
     async def _stream(self, request: web.Request, query: _PageQuery, feed: Feed) -> web.StreamResponse:
+        if self._streams_refused and request.transport is not None:
+            request.transport.abort()
+            return web.Response()  # never sent: the connection is gone
         resp = web.StreamResponse(
             headers={
                 "Content-Type": "text/event-stream; charset=utf-8",
@@ -860,6 +1011,15 @@ class FakeHorizon:
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Callable) -> web.StreamResponse:
         self.request_log.append(LoggedRequest(request.method, request.path, dict(request.query), request.headers.copy()))
+        with self._lock:
+            retry_after = self._rate_limited.pop(0) if self._rate_limited else None
+        if retry_after is not None:
+            response = self._json(_rate_limited().body, 429, "application/problem+json")
+            response.headers.update({
+                "X-Ratelimit-Limit": str(RATE_LIMIT_PER_HOUR), "X-Ratelimit-Remaining": "0",
+                "X-Ratelimit-Reset": str(retry_after), "Retry-After": str(retry_after),
+            })
+            return response
         try:
             return await handler(request)
         except _Problem as problem:
@@ -890,9 +1050,11 @@ class FakeHorizon:
             try:
                 after = int(cursor)
             except ValueError:
-                raise _bad_request("cursor", "invalid value") from None
+                raise _bad_request("cursor", "Invalid cursor") from None
             if after < 0:
                 raise _bad_request("cursor", f"the cursor {after} is a negative number: ")
+            if after > MAX_CURSOR:
+                raise _bad_request("cursor", "Invalid cursor")
         raw_limit = params.get("limit", "")
         try:
             limit = int(raw_limit) if raw_limit else DEFAULT_LIMIT
@@ -921,21 +1083,35 @@ class FakeHorizon:
 
     def _feed_handler(self, make_feed: Callable[[str | None], Feed]) -> Callable:
         async def handler(request: web.Request) -> web.StreamResponse:
-            feed = make_feed(self._account_param(request))
+            feed = self._kept_history(make_feed(self._account_param(request)))
             query = self._page_query(request)
             if "text/event-stream" in request.headers.get("Accept", ""):
                 return await self._stream(request, query, feed)
             with self._lock:
                 entries = feed(query)
+                elder = _toid(self._elder_ledger)
             if query.order == "asc":
-                selected = [e for e in entries if query.after is None or e[0] > query.after]
+                # Horizon pages strictly after the cursor; the control makes it repeat the cursor's record.
+                first = query.after + 1 if query.after is not None and not self._repeat_cursor_record else query.after
+                selected = [e for e in entries if first is None or e[0] >= first]
             else:
+                if query.after is not None and query.after <= elder:
+                    raise _before_history()
                 selected = [e for e in reversed(entries) if query.after is None or e[0] < query.after]
             with self._lock:
                 records = [(token, render()) for token, render in selected[: query.limit]]
             return self._json(self._page(request, query, records))
 
         return handler
+
+    def _kept_history(self, feed: Feed) -> Feed:
+        """The feed without what is older than this Horizon's history (``forget_history``)."""
+
+        def kept(query: _PageQuery) -> list[tuple[int, Callable[[], Any]]]:
+            elder = _toid(self._elder_ledger)
+            return [entry for entry in feed(query) if entry[0] >= elder]
+
+        return kept
 
     def _page(self, request: web.Request, query: _PageQuery, records: list[tuple[int, Any]]) -> dict[str, Any]:
         def href(cursor: str, order: str) -> str:
@@ -1000,7 +1176,7 @@ class FakeHorizon:
                 "ingest_latest_ledger": latest.sequence,
                 "history_latest_ledger": latest.sequence,
                 "history_latest_ledger_closed_at": _iso(latest.closed_at),
-                "history_elder_ledger": 1,
+                "history_elder_ledger": self._elder_ledger,
                 "core_latest_ledger": latest.sequence,
                 "network_passphrase": self.network_passphrase,
                 "current_protocol_version": PROTOCOL_VERSION,
@@ -1162,7 +1338,7 @@ class FakeHorizon:
             "transaction_successful": op.tx.successful,
             "source_account": op.source.account_id,
             **_muxed_fields("source_account", op.source),
-            "type": "create_account" if op.type_i == 0 else "payment",
+            "type": _TYPE_NAME[op.type_i],
             "type_i": op.type_i,
             "created_at": _iso(op.tx.closed_at),
             "transaction_hash": op.tx.hash,

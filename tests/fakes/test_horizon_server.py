@@ -425,6 +425,126 @@ async def test_root_ledgers_and_request_log(fake: FakeHorizon, server: ServerAsy
     assert fake.request_log[1].query == {"order": "desc", "limit": "1"}
 
 
+@pytest.mark.asyncio
+async def test_account_merge_moves_every_lumen_and_is_in_both_payment_feeds(
+    fake: FakeHorizon, server: ServerAsync, alice: Keypair
+):
+    leaving = Keypair.random()
+    fake.create_account(leaving, {Asset.native(): "50"})
+    before = fake.balance(alice.public_key)
+
+    merged = await fake.merge_account(leaving, alice, memo="42-abcdef0")
+
+    assert fake.balance(leaving.public_key) == 0 and fake.balance(alice.public_key) == before + Decimal("49.99999")
+    with pytest.raises(NotFoundError):
+        await server.accounts().account_id(leaving.public_key).call()
+    result = sx.TransactionResult.from_xdr(merged["result_xdr"]).result.results[0].tr.account_merge_result
+    assert (result.code, result.source_account_balance.int64) == (sx.AccountMergeResultCode.ACCOUNT_MERGE_SUCCESS, 499_999_900)
+    for account in (alice, leaving):
+        page = await server.payments().for_account(account.public_key).order(desc=True).limit(1).join("transactions").call()
+        [record] = page["_embedded"]["records"]
+        # Horizon's account_merge record names the two accounts; the amount is only in its effects.
+        assert (record["type"], record["type_i"], record["account"], record["into"]) == (
+            "account_merge", 8, leaving.public_key, alice.public_key)
+        assert "amount" not in record and record["source_account"] == leaving.public_key
+        assert (record["transaction"]["memo_type"], record["transaction"]["memo"]) == ("text", "42-abcdef0")
+        assert record["transaction_hash"] == merged["hash"]
+
+    holder = Keypair.random()
+    fake.create_account(holder, {USDC: "1"})
+    with pytest.raises(HorizonSubmissionError) as refused:
+        await fake.merge_account(holder, alice)  # a trustline is a sub-entry: remove it first
+    assert refused.value.result_codes == {"transaction": "tx_failed", "operations": ["op_has_sub_entries"]}
+
+
+@pytest.mark.asyncio
+async def test_rate_limited_requests_get_horizons_429(fake: FakeHorizon, server: ServerAsync, bob: Keypair):
+    fake.rate_limit(count=2, retry_after=7)
+    with pytest.raises(BadRequestError) as limited:
+        await server.root().call()
+    response = limited.value.args[0]
+    assert (limited.value.status, limited.value.type, limited.value.title) == (
+        429, "https://stellar.org/horizon-errors/rate_limit_exceeded", "Rate Limit Exceeded")
+    assert (response.headers["Retry-After"], response.headers["X-RateLimit-Remaining"]) == ("7", "0")
+    async with aiohttp.ClientSession() as session:  # a stream is refused the same way, before it opens
+        url = f"{fake.url}/accounts/{bob.public_key}/payments"
+        async with session.get(url, headers={"Accept": "text/event-stream"}) as resp:
+            assert (resp.status, resp.headers["Retry-After"]) == (429, "7")
+            assert resp.content_type == "application/problem+json"
+    assert (await server.root().call())["network_passphrase"] == PASSPHRASE  # the quota is back
+
+
+@pytest.mark.asyncio
+async def test_cursors_beyond_int64_are_refused_and_beyond_history_give_empty_pages(
+    fake: FakeHorizon, server: ServerAsync, bob: Keypair
+):
+    with pytest.raises(BadRequestError) as too_big:
+        await server.payments().for_account(bob.public_key).cursor(str(2**63)).call()
+    assert too_big.value.extras == {"invalid_field": "cursor", "reason": "Invalid cursor"}
+    # Like Horizon: an ascending page from beyond the end of history is empty, not an error.
+    beyond = (fake.latest_ledger + 1000) << 32
+    page = await server.payments().for_account(bob.public_key).cursor(beyond).call()
+    assert page["_embedded"]["records"] == [] and page["_links"]["next"]["href"].count(f"cursor={beyond}") == 1
+
+
+@pytest.mark.asyncio
+async def test_reset_switched_and_truncated_networks(fake: FakeHorizon, server: ServerAsync, alice: Keypair, bob: Keypair):
+    await fake.pay(alice, bob, "1")
+    fake.close_ledgers(10)
+    await fake.pay(alice, bob, "2")
+    second = fake.latest_ledger
+    root = await server.root().call()
+    assert root["history_elder_ledger"] == 1 and root["history_latest_ledger"] == root["core_latest_ledger"] == second
+
+    fake.forget_history(before_ledger=second)
+    page = await server.payments().for_account(bob.public_key).cursor(0).call()
+    assert [r["amount"] for r in page["_embedded"]["records"]] == ["2.0000000"]  # from the oldest record kept
+    assert (await server.root().call())["history_elder_ledger"] == second
+    with pytest.raises(BadRequestError) as gone:
+        await server.payments().for_account(bob.public_key).cursor(second << 32).order(desc=True).call()
+    assert (gone.value.status, gone.value.type) == (410, "https://stellar.org/horizon-errors/before_history")
+
+    fake.switch_network(Network.PUBLIC_NETWORK_PASSPHRASE)
+    assert (await server.root().call())["network_passphrase"] == Network.PUBLIC_NETWORK_PASSPHRASE
+    fake.switch_network(PASSPHRASE)
+
+    fake.reset_network()
+    root = await server.root().call()
+    assert (root["history_elder_ledger"], root["history_latest_ledger"]) == (1, 1)
+    with pytest.raises(NotFoundError):
+        await server.accounts().account_id(bob.public_key).call()
+    page = await server.payments().for_account(bob.public_key).cursor(second << 32).call()
+    assert page["_embedded"]["records"] == []
+
+
+@pytest.mark.asyncio
+async def test_pages_may_repeat_the_record_at_their_cursor(fake: FakeHorizon, server: ServerAsync, alice: Keypair, bob: Keypair):
+    for amount in ("1", "2"):
+        await fake.pay(alice, bob, amount)
+    first_page = await server.payments().for_account(bob.public_key).cursor(0).limit(2).call()
+    cursor = first_page["_embedded"]["records"][-1]["paging_token"]
+
+    fake.repeat_cursor_record()
+    page = await server.payments().for_account(bob.public_key).cursor(cursor).call()
+    assert [r["paging_token"] for r in page["_embedded"]["records"]][0] == cursor
+    assert [r["amount"] for r in page["_embedded"]["records"]] == ["1.0000000", "2.0000000"]
+
+
+@pytest.mark.asyncio
+async def test_refused_streams_are_reset_while_pages_still_work(fake: FakeHorizon, server: ServerAsync, bob: Keypair):
+    fake.refuse_streams()
+    url = f"{fake.url}/accounts/{bob.public_key}/payments"
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(aiohttp.ServerDisconnectedError):
+            async with session.get(url, headers={"Accept": "text/event-stream"}):
+                pass
+        async with session.get(url) as resp:
+            assert resp.status == 200
+        fake.refuse_streams(False)
+        async with session.get(url, headers={"Accept": "text/event-stream"}) as resp:
+            assert resp.status == 200 and resp.content_type == "text/event-stream"
+
+
 def test_thread_mode_serves_sync_clients():
     fake = FakeHorizon()
     url = fake.start_in_thread()

@@ -1,8 +1,9 @@
 """The Stellar provider against FakeHorizon, on SQLite and MariaDB: instructions on
 create, crediting from the paged feed (reconcile) and from the stream (the
-watcher), partial and over-payments, wrong assets and memos, duplicates, restarts
-from the stored cursor, malformed records, payments after the end, and the
-watcher's reconnects."""
+watcher), partial and over-payments, wrong assets and memos, account merges,
+duplicates, restarts from the stored cursor, malformed records, payments after the
+end, the watcher's reconnects, and the feed refused (another network, a cursor
+beyond or before Horizon's history) until an operator acts."""
 
 from __future__ import annotations
 
@@ -12,15 +13,17 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
+from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
 from stellar_sdk import Asset, IdMemo, Keypair, Network
 
+from payments_svc import metrics
 from payments_svc.api.payment_fields import payment_fields
 from payments_svc.auth.caller import Caller
-from payments_svc.config import ConfigError
-from payments_svc.db.tables import callback_deliveries, stellar_cursors, stellar_operations
+from payments_svc.clock import utcnow
+from payments_svc.db.tables import callback_deliveries, payments, stellar_cursors, stellar_operations
 from payments_svc.domain.enums import PaymentStatus, ProviderType, StellarOperationStatus
 from payments_svc.domain.errors import ValidationError
 from payments_svc.domain.payment import Payment
@@ -28,9 +31,9 @@ from payments_svc.gen import payments_pb2 as pb
 from payments_svc.jobs.expire import PendingExpirer
 from payments_svc.jobs.reconcile import Reconciler
 from payments_svc.repository.payments import PaymentRepository
-from payments_svc.stellar.feed import watch
+from payments_svc.stellar.feed import WatcherHealth, stall_seconds, watch
 from payments_svc.stellar.instructions import StellarInstructions
-from payments_svc.stellar.sync import HorizonUnavailable, sync_stellar_payments
+from payments_svc.stellar.sync import FeedRefused, HorizonUnavailable, sync_stellar_payments
 
 from ..fakes.horizon_server import FakeHorizon
 from ..support import wait_until
@@ -50,6 +53,11 @@ class Chain:
     forged_usdc: Asset  # the same code from another issuer
     shop: Keypair  # the receiving account
     buyer: Keypair
+
+    def open_accounts(self) -> None:
+        """The shop (trusting both USDCs) and a buyer holding them, as on a fresh network."""
+        self.horizon.create_account(self.shop, {self.usdc: "0", self.forged_usdc: "0"})
+        self.horizon.create_account(self.buyer, {Asset.native(): "1000", self.usdc: "1000", self.forged_usdc: "1000"})
 
     def env(self, **extra: str) -> dict[str, str]:
         return {
@@ -71,10 +79,9 @@ class Chain:
 async def chain() -> AsyncIterator[Chain]:
     async with FakeHorizon(sse_retry_ms=50, keepalive_interval=0.2) as horizon:
         issuer, forger, shop, buyer = (Keypair.random() for _ in range(4))
-        usdc, forged = Asset("USDC", issuer.public_key), Asset("USDC", forger.public_key)
-        horizon.create_account(shop, {usdc: "0", forged: "0"})
-        horizon.create_account(buyer, {Asset.native(): "1000", usdc: "1000", forged: "1000"})
-        yield Chain(horizon, issuer, usdc, forged, shop, buyer)
+        chain = Chain(horizon, issuer, Asset("USDC", issuer.public_key), Asset("USDC", forger.public_key), shop, buyer)
+        chain.open_accounts()
+        yield chain
 
 
 @pytest.fixture
@@ -126,11 +133,12 @@ def status_is(container, payment: Payment, status: PaymentStatus):
 
 
 @asynccontextmanager
-async def watching(container) -> AsyncIterator[asyncio.Task]:
-    """The streaming watcher (`stellar watch --worker`) as a task of the test's loop."""
-    task = asyncio.create_task(watch(container.db, container.settings.stellar))
+async def watching(container) -> AsyncIterator[WatcherHealth]:
+    """The streaming watcher (`stellar watch --worker`) as a task of the test's loop; yields its health."""
+    health = WatcherHealth(stall_seconds(container.settings.stellar))
+    task = asyncio.create_task(watch(container.db, container.settings.stellar, health))
     try:
-        yield task
+        yield health
     finally:
         task.cancel()
         with suppress(asyncio.CancelledError):
@@ -474,7 +482,7 @@ async def test_reconcile_job_pages_the_feed(stellar, chain):
 
 async def test_horizon_unreachable_or_on_another_network(make_container, chain):
     wrong = await make_container(**chain.env(STELLAR_NETWORK_PASSPHRASE="Public Global Stellar Network ; September 2015"))
-    with pytest.raises(ConfigError, match="serves the network 'Test SDF Network ; September 2015'"):
+    with pytest.raises(FeedRefused, match="serves the network 'Test SDF Network ; September 2015'"):
         await sync(wrong)
     await wrong.close()
     gone = await make_container(**chain.env(STELLAR_HORIZON_URL="http://127.0.0.1:9"))
@@ -496,3 +504,238 @@ async def test_start_cursor_now_skips_the_accounts_history(make_container, chain
         assert [o.status for o in await operations(container)] == [CREDITED]
     finally:
         await container.close()
+
+
+# ---- the feed refused, Horizon's faults, account merges ----------------------------------
+
+PUBLIC = Network.PUBLIC_NETWORK_PASSPHRASE
+
+
+async def delete_cursor(container) -> None:
+    """The runbook's fix for a cursor Horizon's history no longer holds: forget it, so
+    that reading starts over at STELLAR_START_CURSOR."""
+    async with container.db.transaction() as conn:
+        await conn.execute(stellar_cursors.delete())
+
+
+def refused_gauge() -> float | None:
+    return metrics.REGISTRY.get_sample_value("payments_stellar_feed_refused")
+
+
+def root_requests(horizon: FakeHorizon) -> int:
+    return sum(1 for r in horizon.request_log if r.path == "/")
+
+
+async def months_pass(chain: Chain) -> None:
+    """Ledgers go by (500 here; the real testnet closes about 1.5 million between resets),
+    and the receiving account gets a payment there: that is where the cursor will be."""
+    chain.horizon.close_ledgers(500)
+    await chain.pay(None, "1", memo="before the reset")
+
+
+def reset_testnet(chain: Chain) -> None:
+    """The testnet's quarterly reset: ledgers start again at 1, far below the stored
+    cursor; the accounts are opened again (friendbot)."""
+    chain.horizon.reset_network()
+    chain.open_accounts()
+
+
+async def test_a_cursor_beyond_horizons_history_is_refused_until_the_operator_resets_it(stellar, chain):
+    payment = await create(stellar)
+    await months_pass(chain)
+    await sync(stellar)
+    cursor = await stored_cursor(stellar)
+    reset_testnet(chain)
+    await chain.pay(payment, "15")  # on the new network; Horizon answers an empty page from the old cursor
+
+    with pytest.raises(FeedRefused, match=rf"the stored cursor {cursor} is in ledger \d+, beyond Horizon's history, "
+                                          r"which ends at ledger \d+ \(its Stellar Core is at \d+\): a network reset"):
+        await sync(stellar)
+    assert await stored_cursor(stellar) == cursor and (await reload(stellar, payment)).status == PaymentStatus.PENDING
+    result = await Reconciler(stellar.service).run_batch(asyncio.Event())
+    assert result.failed == 1  # reconcile's Stellar part fails the run
+
+    await delete_cursor(stellar)
+    assert await sync(stellar) >= 1
+    assert (await reload(stellar, payment)).status == PaymentStatus.PAID
+
+
+async def test_a_cursor_before_horizons_history_is_refused(stellar, chain):
+    payment = await create(stellar)
+    await chain.pay(None, "1", memo="read")
+    await sync(stellar)
+    cursor = await stored_cursor(stellar)
+    await chain.pay(payment, "15")  # while nobody reads ...
+    chain.horizon.close_ledgers(100)
+    chain.horizon.forget_history(before_ledger=chain.horizon.latest_ledger)  # ... it leaves Horizon's history
+
+    with pytest.raises(FeedRefused, match=f"Horizon keeps history only from ledger {chain.horizon.latest_ledger} on, "
+                                          f"after the stored cursor {cursor}"):
+        await sync(stellar)
+    assert await stored_cursor(stellar) == cursor
+
+
+async def test_the_watcher_refuses_the_feed_reports_unhealthy_and_recovers_once_fixed(make_container, chain):
+    container = await make_container(**chain.env(STELLAR_BACKOFF_MAX_SECONDS="0.3"))
+    try:
+        payment = await create(container)
+        async with watching(container) as health:
+            await chain.horizon.wait_for_streams()
+            await months_pass(chain)
+            await wait_until(lambda: _cursor_moved_past_ledger(container, 500))
+            assert health.problem() is None and refused_gauge() == 0
+
+            reset_testnet(chain)
+            await chain.pay(payment, "15")
+            await wait_until(lambda: _refused(health))
+            assert "beyond Horizon's history" in health.problem() and refused_gauge() == 1
+            checks = root_requests(chain.horizon)
+            await wait_until(lambda: _at_least(root_requests(chain.horizon), checks + 1))  # re-checked, still refused
+            assert (await reload(container, payment)).status == PaymentStatus.PENDING
+
+            await delete_cursor(container)
+            await wait_until(status_is(container, payment, PaymentStatus.PAID))
+            await wait_until(lambda: _healthy(health))
+            assert refused_gauge() == 0
+    finally:
+        await container.close()
+
+
+async def test_the_network_is_checked_on_every_reconnect(make_container, chain):
+    container = await make_container(**chain.env(STELLAR_BACKOFF_MAX_SECONDS="0.3"))
+    try:
+        payment = await create(container)
+        async with watching(container) as health:
+            await chain.horizon.wait_for_streams()
+            chain.horizon.switch_network(PUBLIC)  # the URL now reaches another network's Horizon
+            chain.horizon.drop_streams()
+            await wait_until(lambda: _refused(health))
+            assert "serves the network 'Public Global Stellar Network ; September 2015'" in health.problem()
+
+            await chain.pay(payment, "15")  # a payment on the other network must not count
+            checks = root_requests(chain.horizon)
+            await wait_until(lambda: _at_least(root_requests(chain.horizon), checks + 1))
+            assert (await reload(container, payment)).status == PaymentStatus.PENDING and await operations(container) == []
+
+            chain.horizon.switch_network(PASSPHRASE)  # our network's Horizon again: reading resumes by itself
+            await wait_until(status_is(container, payment, PaymentStatus.PAID))
+            assert health.problem() is None
+    finally:
+        await container.close()
+
+
+async def test_a_page_repeating_the_record_at_its_cursor_is_not_an_alert(stellar, chain):
+    first, second = await create(stellar), await create(stellar)
+    await chain.pay(first, "15")
+    await sync(stellar)
+    chain.horizon.repeat_cursor_record()  # from now on every page starts with the record at its cursor
+
+    assert await sync(stellar) == 0  # a page of nothing but that record: caught up
+    await chain.pay(second, "15")
+    assert await sync(stellar) == 1
+    assert (await reload(stellar, second)).status == PaymentStatus.PAID
+    assert [(o.status, o.needs_attention) for o in await operations(stellar)] == [(CREDITED, False), (CREDITED, False)]
+
+
+async def test_retry_after_of_a_429_is_honoured_within_the_longest_backoff(make_container, chain):
+    container = await make_container(**chain.env(STELLAR_BACKOFF_MIN_SECONDS="0.05", STELLAR_BACKOFF_MAX_SECONDS="1.5"))
+    try:
+        async with watching(container):
+            await chain.horizon.wait_for_streams()
+            for retry_after in (1, 3600):
+                chain.horizon.rate_limit(retry_after=retry_after)
+                before = len(chain.horizon.request_log)
+                chain.horizon.drop_streams(abort=True)  # the watcher reconnects at once: its root request is refused
+                await wait_until(lambda floor=before + 2: _at_least(len(chain.horizon.request_log), floor), timeout=20)
+                limited, retried = chain.horizon.request_log[before:before + 2]
+                assert limited.path == retried.path == "/"
+                if retry_after == 1:
+                    assert retried.at - limited.at >= 1.0  # not the 0.05 s backoff
+                await chain.horizon.wait_for_streams(timeout=20)
+    finally:
+        await container.close()
+
+
+async def test_money_merged_into_the_account_is_recorded_for_attention(stellar, chain):
+    payment = await create(stellar)
+    with_memo, without = Keypair.random(), Keypair.random()
+    chain.horizon.create_account(with_memo, {Asset.native(): "40"})
+    chain.horizon.create_account(without, {Asset.native(): "5"})
+    merged = await chain.horizon.merge_account(with_memo, chain.shop, memo=payment.provider_payment_id)
+    await chain.horizon.merge_account(without, chain.shop)
+    await sync(stellar)
+
+    first, second = await operations(stellar)
+    assert (first.status, first.payment_id, first.needs_attention, first.from_account, first.transaction_hash) == (
+        UNMATCHED, payment.id, True, with_memo.public_key, merged["hash"])
+    assert (first.asset_code, first.asset_issuer, first.amount_stroops, first.memo) == (
+        "XLM", None, None, payment.provider_payment_id)
+    assert first.error.startswith(f"account {with_memo.public_key} was merged into the receiving account")
+    assert (second.status, second.payment_id, second.needs_attention, second.memo_type) == (UNMATCHED, None, True, "none")
+    current = await reload(stellar, payment)
+    assert (current.status, current.received_cents, current.attention_required) == (PaymentStatus.PENDING, 0, True)
+    last = (await events(stellar, payment))[-1]
+    assert (last.event_type, last.needs_attention, last.provider_event_id) == ("stellar_account_merged", True, first.operation_id)
+
+
+async def test_a_stellar_configuration_error_holds_up_only_stellar_payments(make_container, chain):
+    container = await make_container(**chain.env(STELLAR_NETWORK_PASSPHRASE=PUBLIC, PAYMENTS_PENDING_TIMEOUT_SECONDS="600",
+                                                 PAYMENTS_SANDBOX_ENABLED="true"))
+    try:
+        stellar_payment = await create(container)
+        crashed = (await container.service.create_payment(SHOP, command("crashed", provider=int(ProviderType.SANDBOX)))).payment
+        pending = (await container.service.create_payment(SHOP, command("old", provider=int(ProviderType.SANDBOX)))).payment
+        async with container.db.transaction() as conn:
+            long_ago = utcnow() - timedelta(minutes=30)
+            await conn.execute(payments.update().where(payments.c.id == crashed.id).values(
+                status=int(PaymentStatus.CREATED), provider_payment_id=None, checkout_url=None,
+                create_lease_until=utcnow() - timedelta(seconds=1)))
+            await conn.execute(payments.update().where(payments.c.id.in_([pending.id, stellar_payment.id]))
+                               .values(created_at=long_ago, updated_at=long_ago))
+
+        reconciled = await Reconciler(container.service).run_batch(asyncio.Event())
+        assert reconciled.failed == 1 and reconciled.done >= 2  # the feed refused; the sandbox's payments done
+        assert (await reload(container, crashed)).status == PaymentStatus.PENDING
+
+        expired = await PendingExpirer(container.service).run_batch(asyncio.Event())
+        assert expired.failed == 1
+        assert (await reload(container, pending)).status == PaymentStatus.EXPIRED
+        # Its money may be on the ledger already: not expired while the feed cannot be read.
+        assert (await reload(container, stellar_payment)).status == PaymentStatus.PENDING
+    finally:
+        await container.close()
+
+
+async def test_expiry_reads_the_feed_first_so_a_payment_paid_in_time_is_paid(make_container, chain):
+    container = await make_container(**chain.env(PAYMENTS_PENDING_TIMEOUT_SECONDS="0.5"))
+    try:
+        paid_in_time, unpaid = await create(container), await create(container)
+        await chain.pay(paid_in_time, "15")  # no watcher running, reconcile not yet due
+        await wait_until(lambda: _older_than(container, unpaid, 0.5))
+        await PendingExpirer(container.service).run_batch(asyncio.Event())
+        assert (await reload(container, paid_in_time)).status == PaymentStatus.PAID
+        assert (await reload(container, unpaid)).status == PaymentStatus.EXPIRED
+        assert [o.status for o in await operations(container)] == [CREDITED]
+    finally:
+        await container.close()
+
+
+async def _older_than(container, payment: Payment, seconds: float) -> bool:
+    return (utcnow() - (await reload(container, payment)).created_at).total_seconds() > seconds
+
+
+async def _cursor_moved_past_ledger(container, ledger: int) -> bool:
+    cursor = await stored_cursor(container)
+    return cursor is not None and int(cursor) >> 32 > ledger
+
+
+async def _refused(health: WatcherHealth) -> bool:
+    return health.refused is not None
+
+
+async def _healthy(health: WatcherHealth) -> bool:
+    return health.problem() is None
+
+
+async def _at_least(value: int, floor: int) -> bool:
+    return value >= floor

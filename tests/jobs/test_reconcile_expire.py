@@ -93,7 +93,7 @@ async def test_reconcile_leaves_a_create_in_progress_alone(setup):
     async with service.db.transaction() as conn:
         await conn.execute(payments.update().values(create_lease_until=utcnow() + timedelta(minutes=1)))
     result = await Reconciler(service).run_batch(asyncio.Event())
-    assert result.deferred == 1 and provider.create_keys == [provider_idempotency_key("shop", "busy", "create")]
+    assert result.claimed == 0 and provider.create_keys == [provider_idempotency_key("shop", "busy", "create")]
     assert (await service.get_payment(SHOP, payment.id)).status == PaymentStatus.CREATED
 
 
@@ -215,3 +215,35 @@ async def test_expire_ends_a_crashed_create_without_a_provider_call(setup):
     replay = await service.create_payment(SHOP, command("never-finished"))
     assert replay.replayed and replay.payment.status == PaymentStatus.EXPIRED
     assert len(provider.create_keys) == 1
+
+
+async def test_one_run_finishes_every_crashed_create_first_and_as_soon_as_its_lease_ends(setup):
+    service, provider = await setup(PAYMENTS_JOB_BATCH_SIZE="5")
+    stale = [(await service.create_payment(SHOP, command(f"stale-{i}"))).payment for i in range(3)]
+    for payment in stale:
+        await age(service, payment.id, seconds=3600)  # older and stale: the old order took these first
+    # A burst of creates whose process died a moment ago: leases just ended, nothing stale yet.
+    crashed = [await crashed_create(service, f"burst-{i}", seconds=0) for i in range(12)]
+    provider.create_keys.clear()
+
+    result = await Reconciler(service).run_batch(asyncio.Event())
+
+    assert result.failed == 0 and result.claimed == len(crashed) + len(stale)
+    for payment in crashed:
+        current = await service.get_payment(SHOP, payment.id)
+        assert current.status == PaymentStatus.PENDING and current.checkout_url and current.create_lease_until is None
+    # Each finished with its own create key, once: the provider can hold one object per payment only.
+    assert sorted(provider.create_keys) == sorted(provider_idempotency_key("shop", f"burst-{i}", "create") for i in range(12))
+    assert sorted(provider.status_calls) == sorted(p.id for p in stale)  # and the stale batch still checked
+
+
+async def test_a_crashed_create_the_provider_cannot_take_now_is_tried_again_on_its_backoff(setup):
+    service, provider = await setup()
+    payment = await crashed_create(service, "provider-down", seconds=0)
+    provider.create_errors = [ProviderError("provider down", retryable=True)]
+    first = await Reconciler(service).run_batch(asyncio.Event())
+    assert (first.claimed, first.failed) == (1, 1)  # tried once in the run, not in a loop
+    assert (await Reconciler(service).run_batch(asyncio.Event())).claimed == 0  # not before its backoff (1s)
+    await age(service, payment.id, seconds=0, reconcile_next_at=utcnow() - timedelta(seconds=1))
+    assert (await Reconciler(service).run_batch(asyncio.Event())).done == 1
+    assert (await service.get_payment(SHOP, payment.id)).status == PaymentStatus.PENDING

@@ -1,13 +1,16 @@
-"""Stellar settings, amounts, memos, SEP-7 URIs and feed-record checks."""
+"""Stellar settings, amounts, memos, SEP-7 URIs, feed-record checks, the cursor's place
+in Horizon's history, and the retry delay."""
 
 from __future__ import annotations
 
 import copy
+import re
 
 import pytest
 from stellar_sdk import Keypair
 
 from payments_svc.config import ConfigError, load_settings
+from payments_svc.stellar.feed import HorizonHistory, retry_after, retry_delay
 from payments_svc.stellar.instructions import (
     StellarInstructions,
     amount_to_stroops,
@@ -17,6 +20,7 @@ from payments_svc.stellar.instructions import (
 )
 from payments_svc.stellar.records import MalformedRecord, parse_record
 from payments_svc.stellar.settings import StellarAsset
+from payments_svc.stellar.sync import FeedRefused, HorizonUnavailable
 
 ACCOUNT = Keypair.random().public_key
 ISSUER = Keypair.random().public_key
@@ -58,11 +62,17 @@ def test_settings_parse_and_stellar_is_off_without_an_account():
     (dict(STELLAR_ASSETS="USDC:GNOTANISSUER"), "the issuer of USDC is not a Stellar account id"),
     (dict(STELLAR_ASSETS=f"USDC:{ISSUER},usdc:{ISSUER}"), "usdc is listed twice"),
     (dict(STELLAR_START_CURSOR="yesterday"), "STELLAR_START_CURSOR must be a paging token"),
+    # Horizon parses cursors as int64: a larger one would be refused by Horizon on every request.
+    (dict(STELLAR_START_CURSOR=str(2**63)),
+     "STELLAR_START_CURSOR must be a paging token (0 to 9223372036854775807) or now, got '9223372036854775808'"),
+    (dict(STELLAR_START_CURSOR="99999999999999999999"), "STELLAR_START_CURSOR must be a paging token"),
+    (dict(STELLAR_START_CURSOR="١٢٣"), "STELLAR_START_CURSOR must be a paging token"),  # digits, but not ASCII
+    (dict(STELLAR_START_CURSOR="-1"), "STELLAR_START_CURSOR must be a paging token"),
     (dict(STELLAR_SILENCE_TIMEOUT_SECONDS="0"), "STELLAR_SILENCE_TIMEOUT_SECONDS must be > 0"),
     (dict(STELLAR_BACKOFF_MIN_SECONDS="10", STELLAR_BACKOFF_MAX_SECONDS="5"), "STELLAR_BACKOFF_MAX_SECONDS must be >="),
 ])
 def test_misconfiguration_is_a_config_error_naming_the_variable(overrides, message):
-    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         load_settings(stellar_env(**overrides))
 
 
@@ -152,3 +162,57 @@ def test_hostile_records_are_malformed(path, value):
     for raw in ("just a string", [RECORD], None, 42):
         with pytest.raises(MalformedRecord):
             parse_record(raw, ACCOUNT)
+
+
+def test_an_account_merge_into_the_account_is_incoming_money_without_an_amount():
+    merge = {k: v for k, v in RECORD.items() if k not in ("asset_type", "asset_code", "asset_issuer", "from", "to", "amount")}
+    merge |= {"type": "account_merge", "type_i": 8, "account": ISSUER, "into": ACCOUNT}
+    incoming = parse_record(merge, ACCOUNT).incoming
+    assert (incoming.from_account, incoming.asset, incoming.stroops, incoming.is_merge, incoming.memo) == (
+        ISSUER, StellarAsset("XLM", None), None, True, "42-abcdef0")
+    assert parse_record(merge | {"into": ISSUER, "account": ACCOUNT}, ACCOUNT).incoming is None  # our own account merged away
+    assert parse_record(merge | {"transaction_successful": False}, ACCOUNT).incoming is None
+    for bad in ({"account": "nobody"}, {"into": None}):
+        with pytest.raises(MalformedRecord):
+            parse_record(merge | bad, ACCOUNT)
+
+
+def test_a_paging_token_beyond_int64_is_malformed():
+    token = str(2**63)  # 19 digits, but Horizon (and its next links) could never page from it
+    with pytest.raises(MalformedRecord, match="paging_token is not an operation id"):
+        parse_record(variant(("paging_token",), token) | {"id": token}, ACCOUNT)
+
+
+def token(ledger: int, operation: int = 1) -> str:
+    return str(ledger << 32 | 1 << 12 | operation)
+
+
+@pytest.mark.parametrize("cursor", ["0", token(1), token(900), token(1000), token(1060)])
+def test_a_cursor_within_horizons_history_is_read(cursor):
+    HorizonHistory(elder_ledger=1, latest_ledger=1000, core_ledger=1000).check_cursor(cursor)
+
+
+def test_a_cursor_beyond_or_before_horizons_history_is_refused():
+    history = HorizonHistory(elder_ledger=500, latest_ledger=1000, core_ledger=1002)
+    with pytest.raises(FeedRefused, match=f"the stored cursor {token(1063)} is in ledger 1063, beyond Horizon's history"):
+        history.check_cursor(token(1063))
+    with pytest.raises(FeedRefused, match="Horizon keeps history only from ledger 500 on"):
+        history.check_cursor(token(300))
+    history.check_cursor(str((500 << 32) - 1))  # the last token before ledger 500: nothing in between
+    history.check_cursor("0")  # from the start of whatever Horizon keeps
+    with pytest.raises(FeedRefused, match="is not a paging token"):
+        history.check_cursor(str(2**63))
+    # Horizon's ingestion behind its own Stellar Core: it catches up by itself.
+    catching_up = HorizonHistory(elder_ledger=1, latest_ledger=1000, core_ledger=5000)
+    with pytest.raises(HorizonUnavailable, match="Horizon is still ingesting"):
+        catching_up.check_cursor(token(4000))
+
+
+def test_retry_after_is_honoured_within_the_longest_backoff():
+    assert retry_delay(0.5, None, 300) == 0.5
+    assert retry_delay(0.5, 7, 300) == 7  # Horizon's Retry-After when longer
+    assert retry_delay(20, 7, 300) == 20
+    assert retry_delay(0.5, 3600, 300) == 300
+    assert retry_after({"Retry-After": "7"}) == 7 and retry_after({"retry-after": " 12 "}) == 12
+    assert retry_after({}) is None and retry_after({"Retry-After": "soon"}) is None
+    assert retry_after({"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}) == 0  # a date in the past

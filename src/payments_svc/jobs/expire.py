@@ -3,7 +3,11 @@ PROCESSING) PAYMENTS_PENDING_TIMEOUT_MINUTES after they were created.
 
 The provider's object is expired first, so that nothing can be paid after we say
 EXPIRED; if the provider answers that it was paid, the payment becomes PAID instead.
-Either way the change goes through the transition table, which queues the callback.
+Stellar payments cannot be stopped on the network: when some are due, the receiving
+account's feed is read up to now first, so that one paid in time is credited, not
+expired; while the feed cannot be read, Stellar payments are not expired. Either way the change goes through
+the transition table, which queues the callback. Each provider's payments are a lane of
+their own (lanes.py): one provider's failure never holds up another's payments.
 """
 
 from __future__ import annotations
@@ -15,13 +19,15 @@ from datetime import timedelta
 import structlog
 
 from ..clock import utcnow
-from ..domain.enums import PaymentStatus
+from ..domain.enums import PaymentStatus, ProviderType
 from ..domain.errors import ErrorKind, ProviderError
 from ..domain.payment import Payment
 from ..providers.base import CancelOutcome, provider_idempotency_key
 from ..repository.payment_jobs import ClaimedPayment, PaymentJobRepository
 from ..service.payments import PaymentService
+from ..stellar.sync import FeedRefused, HorizonUnavailable, sync_stellar_payments
 from .changes import change_to
+from .lanes import by_provider
 from .runner import BatchResult, ItemResult, claim_transaction, lease_seconds, run_items, settle
 
 log = structlog.get_logger("payments.jobs.expire")
@@ -36,24 +42,45 @@ class PendingExpirer:
         self.settings = service.settings
         self.batch_size = self.settings.job_batch_size
         self.item_seconds = self.settings.provider_timeout_seconds + 5  # the provider call, then the status change
+        # One lane claims at a time: on MySQL a claim's scan briefly locks other providers'
+        # rows too, which a concurrent claim would skip (SKIP LOCKED) and leave for a later run.
+        self._claiming = asyncio.Lock()
 
     async def close(self) -> None:
         pass
 
     async def run_batch(self, stop: asyncio.Event) -> BatchResult:
+        return await by_provider(self.name, lambda provider: self._expire_provider(provider, stop))
+
+    async def _expire_provider(self, provider: ProviderType, stop: asyncio.Event) -> BatchResult:
         s = self.settings
         lease = lease_seconds(self.item_seconds, self.batch_size, s.job_concurrency)
-        now, claimed_at = utcnow(), time.monotonic()
-        async with claim_transaction(self.db) as conn:
+        async with self._claiming, claim_transaction(self.db) as conn:
+            now, claimed_at = utcnow(), time.monotonic()
             claims = await PaymentJobRepository(conn).claim_for_expiry(
-                now=now, created_before=now - timedelta(seconds=s.pending_timeout_seconds),
+                provider=provider, now=now, created_before=now - timedelta(seconds=s.pending_timeout_seconds),
                 limit=self.batch_size, lease_until=now + timedelta(seconds=lease),
             )
         # A payment that could not be expired keeps its lease: it is tried again once
         # the lease ends (shorter than the run interval with the defaults).
+        if provider == ProviderType.STELLAR and claims and not await self._stellar_feed_read():
+            return BatchResult(claimed=len(claims), failed=len(claims))
         outcomes = await run_items(claims, lambda claim: self._expire(claim.payment), concurrency=s.job_concurrency,
                                    stop=stop, start_before=claimed_at + lease - self.item_seconds)
         return await settle(outcomes, self._release)
+
+    async def _stellar_feed_read(self) -> bool:
+        """Pages the Stellar feed up to now; False (Stellar payments wait, the run fails)
+        when it cannot be read."""
+        try:
+            await sync_stellar_payments(self.db, self.settings)
+        except FeedRefused as exc:
+            log.error("expire_stellar_refused", error=str(exc))
+            return False
+        except HorizonUnavailable as exc:
+            log.warning("expire_stellar_failed", error=str(exc))
+            return False
+        return True
 
     async def _release(self, unstarted: list[ClaimedPayment]) -> None:
         async with self.db.transaction() as conn:
@@ -80,7 +107,8 @@ class PendingExpirer:
                 async with asyncio.timeout(self.settings.provider_timeout_seconds):
                     outcome = await provider.cancel(payment, key)
             except TimeoutError:
-                log.warning("expire_failed", payment_id=payment.id, error="payment provider timed out")
+                log.warning("expire_failed", payment_id=payment.id, provider=payment.provider.code,
+                            error="payment provider timed out")
                 return ItemResult.FAILED
             except ProviderError as exc:
                 if exc.kind == ErrorKind.FAILED_PRECONDITION:
@@ -88,7 +116,8 @@ class PendingExpirer:
                     # outcome will come as a webhook or through reconcile; asked again later.
                     log.info("expire_deferred", payment_id=payment.id, reason=exc.message)
                     return ItemResult.DEFERRED
-                log.warning("expire_failed", payment_id=payment.id, error=exc.message, retryable=exc.retryable)
+                log.warning("expire_failed", payment_id=payment.id, provider=payment.provider.code, error=exc.message,
+                            retryable=exc.retryable)
                 return ItemResult.FAILED
             if outcome == CancelOutcome.ALREADY_PAID:
                 updated = await self.service.change_status(payment.id, change_to(

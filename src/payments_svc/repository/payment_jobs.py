@@ -1,5 +1,6 @@
 """The payments columns the reconcile and expire jobs own: the job lease (so two job
-runs never work on one payment at once) and reconcile's per-payment schedule."""
+runs never work on one payment at once) and reconcile's per-payment schedule. Every
+claim is for one provider: the jobs work on each provider's payments apart."""
 
 from __future__ import annotations
 
@@ -10,11 +11,12 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..db.tables import payments
-from ..domain.enums import PaymentStatus
+from ..domain.enums import PaymentStatus, ProviderType
 from ..domain.payment import Payment
 from .payments import PAYMENT_COLUMNS, _to_payment
 
 OPEN_STATUSES = (PaymentStatus.CREATED, PaymentStatus.PENDING, PaymentStatus.PROCESSING)
+STARTED_STATUSES = (PaymentStatus.PENDING, PaymentStatus.PROCESSING)  # the provider has the payment
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,16 +30,34 @@ class PaymentJobRepository:
     def __init__(self, conn: AsyncConnection):
         self.conn = conn
 
-    async def claim_for_reconcile(
-        self, *, now: datetime, stale_before: datetime, limit: int, lease_until: datetime
+    async def claim_unfinished_creates(
+        self, *, provider: ProviderType, now: datetime, limit: int, lease_until: datetime
     ) -> list[ClaimedPayment]:
-        """Open payments unchanged since `stale_before` whose next check is due. Never
-        checked ones (NULL, which MySQL and SQLite both sort first) go first, then the
-        longest overdue, so payments that never change cannot starve the rest."""
+        """CREATED payments whose create lease ran out (their creator crashed or gave up)
+        and whose next try is due: due the moment the lease ends, oldest lease first."""
         p = payments.c
         return await self._claim(
             sa.and_(
-                p.status.in_([int(s) for s in OPEN_STATUSES]),
+                p.status == int(PaymentStatus.CREATED),
+                p.provider == int(provider),
+                sa.or_(p.create_lease_until.is_(None), p.create_lease_until <= now),
+                sa.or_(p.reconcile_next_at.is_(None), p.reconcile_next_at <= now),
+            ),
+            (p.create_lease_until, p.id),
+            now=now, limit=limit, lease_until=lease_until,
+        )
+
+    async def claim_for_reconcile(
+        self, *, provider: ProviderType, now: datetime, stale_before: datetime, limit: int, lease_until: datetime
+    ) -> list[ClaimedPayment]:
+        """PENDING and PROCESSING payments unchanged since `stale_before` whose next check
+        is due. Never checked ones (NULL, which MySQL and SQLite both sort first) go first,
+        then the longest overdue, so payments that never change cannot starve the rest."""
+        p = payments.c
+        return await self._claim(
+            sa.and_(
+                p.status.in_([int(s) for s in STARTED_STATUSES]),
+                p.provider == int(provider),
                 p.updated_at <= stale_before,
                 sa.or_(p.reconcile_next_at.is_(None), p.reconcile_next_at <= now),
             ),
@@ -46,11 +66,12 @@ class PaymentJobRepository:
         )
 
     async def claim_for_expiry(
-        self, *, now: datetime, created_before: datetime, limit: int, lease_until: datetime
+        self, *, provider: ProviderType, now: datetime, created_before: datetime, limit: int, lease_until: datetime
     ) -> list[ClaimedPayment]:
         p = payments.c
         return await self._claim(
-            sa.and_(p.status.in_([int(s) for s in OPEN_STATUSES]), p.created_at <= created_before),
+            sa.and_(p.status.in_([int(s) for s in OPEN_STATUSES]), p.provider == int(provider),
+                    p.created_at <= created_before),
             (p.created_at, p.id),
             now=now, limit=limit, lease_until=lease_until,
         )

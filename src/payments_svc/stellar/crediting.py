@@ -94,9 +94,12 @@ async def _apply_payment(conn: AsyncConnection, account: str, record: FeedRecord
         amount_stroops=incoming.stroops, memo_type=incoming.memo_type, memo=incoming.memo,
         record_json=raw, created_at=now,
     )
-    amount = f"{stroops_to_amount(incoming.stroops)} {incoming.asset.code}"
     # Only text memos are handed out; an id or hash memo that spells one is not it.
     payment = await find_stellar_payment(conn, incoming.memo) if incoming.memo_type == "text" else None
+    if incoming.is_merge:
+        await _record_merge(conn, record, incoming, payment, row, raw, now)
+        return
+    amount = f"{stroops_to_amount(incoming.stroops)} {incoming.asset.code}"
     if payment is None:
         error = "no memo" if incoming.memo is None else f"no payment has the {incoming.memo_type} memo {incoming.memo!r}"
         await operations.add(status=StellarOperationStatus.UNMATCHED, needs_attention=True, error=error, **row)
@@ -146,6 +149,25 @@ async def _apply_payment(conn: AsyncConnection, account: str, record: FeedRecord
     updated = await apply_status_change(conn, payment, change, now)
     log.info("stellar_payment_applied", payment_id=payment.id, operation_id=record.operation_id, amount=amount,
              received_cents=values["received_cents"], old_status=payment.status.name, new_status=updated.status.name)
+
+
+async def _record_merge(conn: AsyncConnection, record: FeedRecord, incoming: IncomingPayment, payment: Payment | None,
+                        row: dict[str, Any], raw: str, now: datetime) -> None:
+    """An account merged into the receiving account: lumens arrived, but Horizon's record
+    does not say how many (the operation's effects do), so nothing is credited and a
+    person decides, like for any money that matches no payment."""
+    error = (f"account {incoming.from_account} was merged into the receiving account: its lumens (the amount is in "
+             f"the operation's effects on Horizon) are not credited to any payment")
+    await StellarOperationRepository(conn).add(status=StellarOperationStatus.UNMATCHED, needs_attention=True, error=error,
+                                               payment_id=payment.id if payment else None, **row)
+    log.warning("stellar_account_merged", operation_id=record.operation_id, from_account=incoming.from_account,
+                payment_id=payment.id if payment else None, memo=incoming.memo)
+    if payment is not None:
+        await apply_status_change(conn, payment, StatusChange(
+            None, "stellar_account_merged", provider_event_id=record.operation_id, payload=raw, needs_attention=True,
+            message=f"account {incoming.from_account} was merged into the receiving account with this payment's memo "
+                    f"in operation {record.operation_id}: its lumens are not credited; credit or refund them by hand",
+        ), now)
 
 
 def _expected_asset(payment: Payment) -> StellarAsset | None:

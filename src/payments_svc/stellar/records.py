@@ -1,6 +1,11 @@
 """Checking one record of Horizon's /accounts/{id}/payments feed (with
 join=transactions). Anything not exactly Horizon-shaped is malformed: the caller
-records it for attention instead of guessing, and never trusts its position."""
+records it for attention instead of guessing, and never trusts its position.
+
+The feed lists create_account, payment, both path payments and account_merge
+operations that involve the account (and Soroban transfers, which only move the
+cursor here). Money reaches the receiving account through a payment or path
+payment `to` it, or an account merge `into` it."""
 
 from __future__ import annotations
 
@@ -12,14 +17,14 @@ from typing import Any
 from stellar_sdk import StrKey
 
 from .instructions import amount_to_stroops
-from .settings import NATIVE_CODE, StellarAsset
+from .settings import NATIVE_CODE, StellarAsset, is_paging_token
 
 # Operation types that deliver an amount of an asset to `to`; for the two path
 # payments `amount` is what the destination received.
 PAYMENT_TYPES = frozenset({"payment", "path_payment_strict_receive", "path_payment_strict_send"})
+MERGE_TYPE = "account_merge"  # moves all of an account's lumens `into` another; the record has no amount
 MEMO_TYPES = frozenset({"none", "text", "id", "hash", "return"})
 MAX_MEMO_LENGTH = 64  # base64 of a 32-byte hash is 44; a text memo is at most 28 bytes
-_TOKEN = re.compile(r"^[0-9]{1,19}$")
 _HASH = re.compile(r"^[0-9a-f]{64}$")
 _ASSET_CODE = re.compile(r"^[A-Za-z0-9]{1,12}$")
 _OPERATION_INDEX_BITS = 0xFFF  # a TOID: ledger << 32 | transaction order << 12 | operation index
@@ -33,9 +38,13 @@ class MalformedRecord(ValueError):
 class IncomingPayment:
     from_account: str
     asset: StellarAsset
-    stroops: int
+    stroops: int | None  # None for an account merge: Horizon's record does not say how much arrived
     memo_type: str  # Horizon's spelling: none, text, id, hash, return
     memo: str | None
+
+    @property
+    def is_merge(self) -> bool:
+        return self.stroops is None
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +68,7 @@ def parse_record(raw: Any, account: str) -> FeedRecord:
     if not isinstance(raw, dict):
         raise MalformedRecord("record is not a JSON object")
     token_text = _field(raw, "paging_token", str)
-    if not _TOKEN.match(token_text) or raw.get("id") != token_text:
+    if not is_paging_token(token_text) or raw.get("id") != token_text:
         raise MalformedRecord("paging_token is not an operation id")
     token = int(token_text)
     tx_hash = _field(raw, "transaction_hash", str)
@@ -70,7 +79,7 @@ def parse_record(raw: Any, account: str) -> FeedRecord:
     if (
         not _HASH.match(tx_hash)
         or transaction.get("hash") != tx_hash
-        or not _TOKEN.match(tx_token)
+        or not is_paging_token(tx_token)
         or int(tx_token) != token & ~_OPERATION_INDEX_BITS
         or token & _OPERATION_INDEX_BITS == 0
     ):
@@ -78,17 +87,26 @@ def parse_record(raw: Any, account: str) -> FeedRecord:
     successful = _field(raw, "transaction_successful", bool)
     kind = _field(raw, "type", str)
     record = FeedRecord(token, token_text, tx_hash, None, _created_at(raw))
-    if not successful or kind not in PAYMENT_TYPES or _field(raw, "to", str) != account:
-        return record  # a failed transaction, our own outgoing payment, account creation...
+    if not successful:
+        return record
+    if kind == MERGE_TYPE and _field(raw, "into", str) == account:
+        merged = IncomingPayment(_account(raw, "account"), StellarAsset(NATIVE_CODE, None), None, *_memo(transaction))
+        return FeedRecord(token, token_text, tx_hash, merged, record.created_at)
+    if kind not in PAYMENT_TYPES or _field(raw, "to", str) != account:
+        return record  # our own outgoing payment or merge, the account's creation...
     try:
         stroops = amount_to_stroops(_field(raw, "amount", str))
     except ValueError as exc:
         raise MalformedRecord(str(exc)) from None
-    source = _field(raw, "from", str)
-    if not StrKey.is_valid_ed25519_public_key(source):
-        raise MalformedRecord("from is not an account id")
-    return FeedRecord(token, token_text, tx_hash, IncomingPayment(source, _asset(raw), stroops, *_memo(transaction)),
-                      record.created_at)
+    incoming = IncomingPayment(_account(raw, "from"), _asset(raw), stroops, *_memo(transaction))
+    return FeedRecord(token, token_text, tx_hash, incoming, record.created_at)
+
+
+def _account(raw: dict, name: str) -> str:
+    value = _field(raw, name, str)
+    if not StrKey.is_valid_ed25519_public_key(value):
+        raise MalformedRecord(f"{name} is not an account id")
+    return value
 
 
 def _created_at(raw: dict) -> datetime | None:

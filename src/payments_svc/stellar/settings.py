@@ -11,7 +11,9 @@ from urllib.parse import urlsplit
 
 PUBLIC_NETWORK_PASSPHRASE = "Public Global Stellar Network ; September 2015"
 NATIVE_CODE = "XLM"
+MAX_PAGING_TOKEN = 2**63 - 1  # Horizon parses paging tokens as int64 and refuses anything larger
 _ASSET_CODE = re.compile(r"^[A-Za-z0-9]{1,12}$")
+_PAGING_TOKEN = re.compile(r"^[0-9]{1,19}$")  # ASCII digits only: str.isdigit() also takes "²" and "١"
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +95,10 @@ def parse_assets(raw: str, is_account_id) -> tuple[StellarAsset, ...]:
     return tuple(assets)
 
 
+def is_paging_token(text: str) -> bool:
+    return bool(_PAGING_TOKEN.match(text)) and int(text) <= MAX_PAGING_TOKEN
+
+
 def stellar_settings_from_env(env: Mapping[str, str]) -> StellarSettings | None:
     """None when STELLAR_RECEIVING_ACCOUNT is unset: the provider is disabled."""
     account = _value(env, "STELLAR_RECEIVING_ACCOUNT")
@@ -107,8 +113,10 @@ def stellar_settings_from_env(env: Mapping[str, str]) -> StellarSettings | None:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"STELLAR_HORIZON_URL must be an http or https URL, got {horizon_url!r}")
     start_cursor = _value(env, "STELLAR_START_CURSOR") or "0"
-    if start_cursor != "now" and not start_cursor.isdigit():
-        raise ValueError(f"STELLAR_START_CURSOR must be a paging token (digits) or now, got {start_cursor!r}")
+    if start_cursor != "now" and not is_paging_token(start_cursor):
+        raise ValueError(
+            f"STELLAR_START_CURSOR must be a paging token (0 to {MAX_PAGING_TOKEN}) or now, got {start_cursor!r}"
+        )
     settings = StellarSettings(
         horizon_url=horizon_url,
         network_passphrase=_required(env, "STELLAR_NETWORK_PASSPHRASE"),

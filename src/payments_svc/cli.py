@@ -15,7 +15,7 @@ from .auth.keys import ApiKeyRepository
 from .cli_settings import command_settings
 from .config import ConfigError, Settings, redact_url
 from .db.engine import Database, open_database
-from .db.migrate import MigrationError, migrate
+from .db.migrate import MYSQL_SERVERS, MigrationError, downgrade, migrate, migration_sql, schema_state
 from .jobs.commands import callbacks, expire, reconcile, signing_secret
 from .stellar.commands import stellar
 
@@ -62,17 +62,56 @@ def serve(ctx: click.Context, processes: int) -> None:
 
 @main.group()
 def db() -> None:
-    """Database schema."""
+    """Database schema: versioned migrations (Alembic)."""
 
 
 @db.command("migrate")
-def db_migrate() -> None:
+@click.option("--sql", is_flag=True, help="Print the SQL instead of running it, for applying by hand (connects to nothing).")
+@click.option("--from", "from_revision", metavar="REVISION",
+              help="With --sql: the database's revision (`db current`); without it, the SQL for an empty database.")
+@click.option("--server", type=click.Choice(MYSQL_SERVERS),
+              help="With --sql on a MySQL URL: the server kind (their key collations differ).")
+def db_migrate(sql: bool, from_revision: str | None, server: str | None) -> None:
     """Create the schema, or upgrade it to this release."""
+    settings = command_settings()
+    if not sql:
+        if from_revision or server:
+            raise click.UsageError("--from and --server go with --sql")
+
+        async def action(database: Database):
+            migration = await migrate(database)
+            click.echo(f"{redact_url(settings.database_url)}: {migration.describe()}")
+
+        _run(_with_db(settings, action))
+        return
+    try:
+        click.echo(migration_sql(settings.database_url, from_revision=from_revision, server=server), nl=False)
+    except MigrationError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@db.command("current")
+def db_current() -> None:
+    """Show the schema's revision."""
     settings = command_settings()
 
     async def action(database: Database):
-        applied = await migrate(database)
-        click.echo(f"{redact_url(settings.database_url)}: " + (f"applied {applied}" if applied else "up to date"))
+        state = await schema_state(database)
+        advice = state.advice()
+        click.echo(f"{redact_url(settings.database_url)}: {state.describe()}" + (f"; {advice}" if advice else ""))
+
+    _run(_with_db(settings, action))
+
+
+@db.command("downgrade")
+@click.argument("revision")
+def db_downgrade(revision: str) -> None:
+    """Undo the migrations after REVISION (where they can be undone; deployment.md)."""
+    settings = command_settings()
+
+    async def action(database: Database):
+        undone = await downgrade(database, revision)
+        click.echo(f"{redact_url(settings.database_url)}: " + (f"undid {', '.join(undone)}" if undone else "nothing to undo"))
 
     _run(_with_db(settings, action))
 

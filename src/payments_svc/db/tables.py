@@ -1,5 +1,9 @@
 """SQLAlchemy Core tables: the schema at the head migration (db/migrations/). schema.sql
-is its MySQL/MariaDB rendering; tests/mysql/test_schema.py proves the three agree."""
+is its MySQL/MariaDB rendering; tests/mysql/test_schema.py proves the three agree.
+
+A schema change is three edits: these tables, a new revision in db/migrations/versions/
+(the next number, down_revision the current head, safe on a live table: deployment.md,
+Migrations and upgrades, says what it costs) and schema.sql."""
 
 from __future__ import annotations
 

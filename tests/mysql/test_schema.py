@@ -138,6 +138,36 @@ async def test_concurrent_migrators_run_one_at_a_time(database):
             await db.close()
 
 
+@pytest.mark.parametrize("backend", [pytest.param("mysql", marks=pytest.mark.mysql), "postgresql"])
+async def test_a_migrator_that_cannot_get_the_lock_in_time_says_so(backend, tmp_path, monkeypatch):
+    import asyncpg
+
+    from payments_svc.db import migrate as migrate_module
+
+    monkeypatch.setattr(migrate_module, "LOCK_WAIT_SECONDS", 1)
+    target = new_database(backend, tmp_path)
+    db = open_db(target.url)
+    holder = None
+    try:
+        if backend == "mysql":
+            holder = _mysql_connect(target.name)
+            with holder.cursor() as cur:
+                cur.execute("SELECT GET_LOCK('payments_svc_migrate', 0)")
+        else:
+            holder = await asyncpg.connect(sa.make_url(target.url).set(drivername="postgresql").render_as_string(False))
+            await holder.execute("SELECT pg_advisory_lock($1)", migrate_module._POSTGRESQL_LOCK)
+        with pytest.raises(MigrationError, match="another migration holds the lock; try again"):
+            await migrate(db)
+        assert (await schema_state(db)).describe() == "empty"
+    finally:
+        if backend == "postgresql" and holder is not None:
+            await holder.close()
+        elif holder is not None:
+            holder.close()
+        await db.close()
+        target.drop()
+
+
 async def test_serve_and_jobs_refuse_a_schema_behind_head_and_accept_a_newer_one(database):
     db = open_db(database.url)
     try:

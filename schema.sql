@@ -1,15 +1,20 @@
--- payments-svc schema for MySQL 8 / MariaDB 10.6+.
--- src/payments_svc/db/tables.py mirrors this file (tests/mysql/test_schema.py proves it);
--- `payments-svc db migrate` creates or upgrades it.
--- Idempotency keys and hashes compare byte-for-byte (utf8mb4_bin): "abc" and "ABC" are different keys.
+-- payments-svc schema for MariaDB 10.6+ / MySQL 8, at the head migration (0002), for reading.
+-- It is what `payments-svc db migrate` makes (the migrations in src/payments_svc/db/migrations/,
+-- from the tables in src/payments_svc/db/tables.py, and tests/mysql/test_schema.py proves all three
+-- agree). To apply SQL by hand, use `payments-svc db migrate --sql`, which also records the
+-- revision in alembic_version.
+-- Key columns (idempotency keys, hashes, memos, provider ids, every column a lookup or a unique
+-- key compares) use a NO PAD binary collation, so they compare byte for byte: "abc", "ABC" and
+-- "abc " are three different keys. This file spells MariaDB's utf8mb4_nopad_bin, MySQL 8's is
+-- utf8mb4_0900_bin.
 
 CREATE TABLE IF NOT EXISTS payments (
   id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT,
-  request_id VARCHAR(128) NOT NULL,
-  caller_service VARCHAR(128) NOT NULL,
+  request_id VARCHAR(128) COLLATE utf8mb4_nopad_bin NOT NULL,
+  caller_service VARCHAR(128) COLLATE utf8mb4_nopad_bin NOT NULL,
   request_fingerprint CHAR(64) NOT NULL,
-  resource_type VARCHAR(128) NOT NULL,
-  resource_id VARCHAR(255) NOT NULL,
+  resource_type VARCHAR(128) COLLATE utf8mb4_nopad_bin NOT NULL,
+  resource_id VARCHAR(255) COLLATE utf8mb4_nopad_bin NOT NULL,
   customer_ref VARCHAR(255) NULL,
   amount_cents BIGINT NOT NULL,
   currency VARCHAR(12) NOT NULL,
@@ -19,10 +24,10 @@ CREATE TABLE IF NOT EXISTS payments (
   provider SMALLINT NOT NULL,
   recurring_interval VARCHAR(16) NULL,
   recurring_interval_count INT NULL,
-  provider_payment_id VARCHAR(255) NULL,
-  provider_subscription_id VARCHAR(255) NULL,
+  provider_payment_id VARCHAR(255) COLLATE utf8mb4_nopad_bin NULL,
+  provider_subscription_id VARCHAR(255) COLLATE utf8mb4_nopad_bin NULL,
   checkout_url VARCHAR(2048) NULL,
-  provider_callback_hash VARCHAR(64) NOT NULL,
+  provider_callback_hash VARCHAR(64) COLLATE utf8mb4_nopad_bin NOT NULL,
   provider_callback_url VARCHAR(1024) NOT NULL,
   status_callback_url VARCHAR(1024) NOT NULL,
   success_url VARCHAR(1024) NULL,
@@ -61,7 +66,7 @@ CREATE TABLE IF NOT EXISTS payment_events (
   event_type VARCHAR(128) NOT NULL,
   old_status SMALLINT NULL,
   new_status SMALLINT NOT NULL,
-  provider_event_id VARCHAR(255) NULL,
+  provider_event_id VARCHAR(255) COLLATE utf8mb4_nopad_bin NULL,
   needs_attention BOOL NOT NULL DEFAULT 0,
   message VARCHAR(1024) NULL,
   payload_json LONGTEXT NULL,
@@ -76,10 +81,10 @@ CREATE TABLE IF NOT EXISTS payment_events (
 CREATE TABLE IF NOT EXISTS payment_callbacks (
   id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT,
   payment_id BIGINT UNSIGNED NULL,
-  provider VARCHAR(32) NOT NULL,
-  callback_hash VARCHAR(128) NOT NULL,
-  provider_event_id VARCHAR(255) NULL,
-  dedup_key VARCHAR(255) NULL,
+  provider VARCHAR(32) COLLATE utf8mb4_nopad_bin NOT NULL,
+  callback_hash VARCHAR(128) COLLATE utf8mb4_nopad_bin NOT NULL,
+  provider_event_id VARCHAR(255) COLLATE utf8mb4_nopad_bin NULL,
+  dedup_key VARCHAR(255) COLLATE utf8mb4_nopad_bin NULL,
   signature VARCHAR(1024) NOT NULL,
   payload_json LONGTEXT NOT NULL,
   status SMALLINT NOT NULL,
@@ -98,16 +103,16 @@ CREATE TABLE IF NOT EXISTS payment_callbacks (
 -- while lease_owner is still its own.
 CREATE TABLE IF NOT EXISTS callback_deliveries (
   id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT,
-  delivery_id VARCHAR(64) NOT NULL,
+  delivery_id VARCHAR(64) COLLATE utf8mb4_nopad_bin NOT NULL,
   payment_id BIGINT UNSIGNED NOT NULL,
-  caller_service VARCHAR(128) NOT NULL,
+  caller_service VARCHAR(128) COLLATE utf8mb4_nopad_bin NOT NULL,
   event_type VARCHAR(64) NOT NULL,
   payment_status SMALLINT NOT NULL,
   status SMALLINT NOT NULL DEFAULT 1,
   attempts INT NOT NULL DEFAULT 0,
   next_attempt_at DATETIME(6) NULL,
   lease_until DATETIME(6) NULL,
-  lease_owner VARCHAR(64) NULL,
+  lease_owner VARCHAR(64) COLLATE utf8mb4_nopad_bin NULL,
   last_error VARCHAR(1024) NULL,
   last_status_code INT NULL,
   created_at DATETIME(6) NOT NULL,
@@ -138,7 +143,7 @@ CREATE TABLE IF NOT EXISTS callback_attempts (
 -- old and the new secret both sign until the old one expires.
 CREATE TABLE IF NOT EXISTS signing_secrets (
   id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT,
-  caller_service VARCHAR(128) NOT NULL,
+  caller_service VARCHAR(128) COLLATE utf8mb4_nopad_bin NOT NULL,
   secret VARCHAR(128) NOT NULL,
   created_at DATETIME(6) NOT NULL,
   expires_at DATETIME(6) NULL,
@@ -150,8 +155,8 @@ CREATE TABLE IF NOT EXISTS signing_secrets (
 -- /accounts/{id}/payments) has been applied. It moves in the same transaction as
 -- what the records it passes caused, and only ever forward.
 CREATE TABLE IF NOT EXISTS stellar_cursors (
-  account VARCHAR(56) NOT NULL,
-  paging_token VARCHAR(20) NOT NULL,
+  account VARCHAR(56) COLLATE utf8mb4_nopad_bin NOT NULL,
+  paging_token VARCHAR(20) COLLATE utf8mb4_nopad_bin NOT NULL,
   updated_at DATETIME(6) NOT NULL,
   PRIMARY KEY (account)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
@@ -162,9 +167,9 @@ CREATE TABLE IF NOT EXISTS stellar_cursors (
 -- operator: unmatched, refund due, overpaid, malformed.
 CREATE TABLE IF NOT EXISTS stellar_operations (
   id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT,
-  account VARCHAR(56) NOT NULL,
-  operation_id VARCHAR(20) NULL,
-  transaction_hash CHAR(64) NULL,
+  account VARCHAR(56) COLLATE utf8mb4_nopad_bin NOT NULL,
+  operation_id VARCHAR(20) COLLATE utf8mb4_nopad_bin NULL,
+  transaction_hash CHAR(64) COLLATE utf8mb4_nopad_bin NULL,
   payment_id BIGINT UNSIGNED NULL,
   status SMALLINT NOT NULL,
   from_account VARCHAR(56) NULL,
@@ -173,7 +178,7 @@ CREATE TABLE IF NOT EXISTS stellar_operations (
   amount_stroops BIGINT NULL,
   overpaid_stroops BIGINT NULL,
   memo_type VARCHAR(8) NULL,
-  memo VARCHAR(64) NULL,
+  memo VARCHAR(64) COLLATE utf8mb4_nopad_bin NULL,
   needs_attention BOOL NOT NULL DEFAULT 0,
   error VARCHAR(1024) NULL,
   record_json LONGTEXT NOT NULL,
@@ -192,13 +197,13 @@ CREATE TABLE IF NOT EXISTS stellar_operations (
 CREATE TABLE IF NOT EXISTS refunds (
   id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT,
   payment_id BIGINT UNSIGNED NOT NULL,
-  request_id VARCHAR(128) NULL,
+  request_id VARCHAR(128) COLLATE utf8mb4_nopad_bin NULL,
   request_fingerprint CHAR(64) NULL,
   amount_cents BIGINT NOT NULL,
   reason VARCHAR(32) NULL,
   status SMALLINT NOT NULL,
   provider SMALLINT NOT NULL,
-  provider_refund_id VARCHAR(255) NULL,
+  provider_refund_id VARCHAR(255) COLLATE utf8mb4_nopad_bin NULL,
   failure_reason VARCHAR(1024) NULL,
   error_code VARCHAR(32) NULL,
   created_at DATETIME(6) NOT NULL,
@@ -214,7 +219,7 @@ CREATE TABLE IF NOT EXISTS refunds (
 -- payment. The payment's own object is payments.provider_payment_id.
 CREATE TABLE IF NOT EXISTS provider_objects (
   provider SMALLINT NOT NULL,
-  object_id VARCHAR(255) NOT NULL,
+  object_id VARCHAR(255) COLLATE utf8mb4_nopad_bin NOT NULL,
   payment_id BIGINT UNSIGNED NOT NULL,
   created_at DATETIME(6) NOT NULL,
   PRIMARY KEY (provider, object_id),
@@ -226,9 +231,9 @@ CREATE TABLE IF NOT EXISTS provider_objects (
 -- caller services the key may act for (comma-separated, "*" for any: a gateway).
 CREATE TABLE IF NOT EXISTS api_keys (
   id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT,
-  service_name VARCHAR(128) NOT NULL,
-  key_prefix VARCHAR(16) NOT NULL,
-  key_hash CHAR(64) NOT NULL,
+  service_name VARCHAR(128) COLLATE utf8mb4_nopad_bin NOT NULL,
+  key_prefix VARCHAR(16) COLLATE utf8mb4_nopad_bin NOT NULL,
+  key_hash CHAR(64) COLLATE utf8mb4_nopad_bin NOT NULL,
   acts_for VARCHAR(1024) NOT NULL DEFAULT '',
   created_at DATETIME(6) NOT NULL,
   revoked_at DATETIME(6) NULL,
@@ -237,6 +242,8 @@ CREATE TABLE IF NOT EXISTS api_keys (
   KEY idx_api_keys_service (service_name)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 
+-- The version record of the releases before versioned migrations, kept holding version 1 so
+-- that such a release still runs on this schema (alembic_version is the record now).
 CREATE TABLE IF NOT EXISTS schema_migrations (
   version INT NOT NULL,
   description VARCHAR(255) NOT NULL,

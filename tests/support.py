@@ -1,8 +1,9 @@
-"""Shared test helpers: databases on SQLite and MariaDB, and real server processes."""
+"""Shared test helpers: databases on SQLite, MariaDB and PostgreSQL, and real server processes."""
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import signal
 import socket
@@ -20,6 +21,10 @@ MYSQL_HOST = os.environ.get("TEST_MYSQL_HOST", "127.0.0.1")
 MYSQL_PORT = int(os.environ.get("TEST_MYSQL_PORT", "3306"))
 MYSQL_USER = os.environ.get("TEST_MYSQL_USER", "root")
 MYSQL_PASSWORD = os.environ.get("TEST_MYSQL_PASSWORD", "")
+POSTGRES_HOST = os.environ.get("TEST_POSTGRES_HOST", "127.0.0.1")
+POSTGRES_PORT = int(os.environ.get("TEST_POSTGRES_PORT", "5432"))
+POSTGRES_USER = os.environ.get("TEST_POSTGRES_USER", "postgres")
+POSTGRES_PASSWORD = os.environ.get("TEST_POSTGRES_PASSWORD", "")
 
 
 def _mysql_connect(database: str | None = None):
@@ -39,19 +44,53 @@ def mysql_available() -> str | None:
 
 
 def require_mysql() -> None:
-    problem = mysql_available()
+    _require("MariaDB", f"{MYSQL_HOST}:{MYSQL_PORT}", mysql_available())
+
+
+def _require(server: str, address: str, problem: str | None) -> None:
     if problem is None:
         return
     if os.environ.get("CI"):
-        pytest.fail(f"MariaDB is required under CI but is unreachable at {MYSQL_HOST}:{MYSQL_PORT}: {problem}")
-    pytest.skip(f"!!! MySQL TESTS SKIPPED: MariaDB unreachable at {MYSQL_HOST}:{MYSQL_PORT} ({problem}) !!!")
+        pytest.fail(f"{server} is required under CI but is unreachable at {address}: {problem}")
+    pytest.skip(f"!!! {server.upper()} TESTS SKIPPED: {server} unreachable at {address} ({problem}) !!!")
+
+
+def postgres_admin(*statements: str, database: str = "postgres") -> None:
+    """Runs statements on the PostgreSQL server (asyncpg in a thread of its own, so that
+    sync and async tests alike can call it)."""
+    import asyncpg
+
+    async def run() -> None:
+        conn = await asyncpg.connect(host=POSTGRES_HOST, port=POSTGRES_PORT, user=POSTGRES_USER,
+                                     password=POSTGRES_PASSWORD or None, database=database, timeout=3)
+        try:
+            for statement in statements:
+                await conn.execute(statement)
+        finally:
+            await conn.close()
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, run()).result()
+
+
+def postgres_available() -> str | None:
+    """None if PostgreSQL answers, else why not."""
+    try:
+        postgres_admin("SELECT 1")
+        return None
+    except Exception as exc:  # any failure means "not here"
+        return f"{type(exc).__name__}: {exc}"
+
+
+def require_postgres() -> None:
+    _require("PostgreSQL", f"{POSTGRES_HOST}:{POSTGRES_PORT}", postgres_available())
 
 
 @dataclass
 class TestDatabase:
     backend: str
     url: str
-    name: str | None = None  # the MySQL database name
+    name: str | None = None  # the MySQL or PostgreSQL database name
 
     def drop(self) -> None:
         if self.backend == "mysql":
@@ -59,13 +98,22 @@ class TestDatabase:
             with conn.cursor() as cur:
                 cur.execute(f"DROP DATABASE IF EXISTS `{self.name}`")
             conn.close()
+        elif self.backend == "postgresql":
+            postgres_admin(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
 
 
 def new_database(backend: str, tmp_path: Path) -> TestDatabase:
+    """A new empty database: "sqlite" (a file in tmp_path), "mysql" or "postgresql" (a
+    randomly named database on the local server; drop() it)."""
     if backend == "sqlite":
         return TestDatabase("sqlite", f"sqlite+aiosqlite:///{tmp_path / ('t-' + uuid.uuid4().hex[:8] + '.sqlite3')}")
-    require_mysql()
     name = "payments_test_" + uuid.uuid4().hex[:12]
+    if backend == "postgresql":
+        require_postgres()
+        postgres_admin(f'CREATE DATABASE "{name}" ENCODING \'UTF8\' TEMPLATE template0')
+        auth = POSTGRES_USER + (f":{POSTGRES_PASSWORD}" if POSTGRES_PASSWORD else "")
+        return TestDatabase("postgresql", f"postgresql+asyncpg://{auth}@{POSTGRES_HOST}:{POSTGRES_PORT}/{name}", name)
+    require_mysql()
     conn = _mysql_connect()
     with conn.cursor() as cur:
         cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")

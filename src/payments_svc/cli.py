@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import click
 
 from .cli_settings import command_settings, run_command
+from .db import MYSQL_SERVERS
 from .jobs.commands import callbacks, expire, reconcile
 
 if TYPE_CHECKING:
@@ -119,19 +120,63 @@ def serve(ctx: click.Context, processes: int, with_workers: bool) -> None:
 
 @main.group()
 def db() -> None:
-    """Database schema."""
+    """Database schema: versioned migrations (Alembic)."""
 
 
 @db.command("migrate")
-def db_migrate() -> None:
+@click.option("--sql", is_flag=True, help="Print the SQL instead of running it, for applying by hand (connects to nothing).")
+@click.option("--from", "from_revision", metavar="REVISION",
+              help="With --sql: the database's revision (`db current`); without it, the SQL for an empty database.")
+@click.option("--server", type=click.Choice(MYSQL_SERVERS),
+              help="With --sql on a MySQL URL: the server kind (their key collations differ).")
+def db_migrate(sql: bool, from_revision: str | None, server: str | None) -> None:
     """Create the schema, or upgrade it to this release."""
     settings = command_settings()
     from .config import redact_url
-    from .db.migrate import migrate
+    from .db.migrate import MigrationError, migrate, migration_sql
+
+    if not sql:
+        if from_revision or server:
+            raise click.UsageError("--from and --server go with --sql")
+
+        async def action(database: Database):
+            migration = await migrate(database)
+            click.echo(f"{redact_url(settings.database_url)}: {migration.describe()}")
+
+        run_command(settings, _with_database(settings, action, migrated=False))
+        return
+    try:
+        click.echo(migration_sql(settings.database_url, from_revision=from_revision, server=server), nl=False)
+    except MigrationError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@db.command("current")
+def db_current() -> None:
+    """Show the schema's revision."""
+    settings = command_settings()
+    from .config import redact_url
+    from .db.migrate import schema_state
 
     async def action(database: Database):
-        applied = await migrate(database)
-        click.echo(f"{redact_url(settings.database_url)}: " + (f"applied {applied}" if applied else "up to date"))
+        state = await schema_state(database)
+        advice = state.advice()
+        click.echo(f"{redact_url(settings.database_url)}: {state.describe()}" + (f"; {advice}" if advice else ""))
+
+    run_command(settings, _with_database(settings, action, migrated=False))
+
+
+@db.command("downgrade")
+@click.argument("revision")
+def db_downgrade(revision: str) -> None:
+    """Undo the migrations after REVISION (where they can be undone; deployment.md)."""
+    settings = command_settings()
+    from .config import redact_url
+    from .db.migrate import downgrade
+
+    async def action(database: Database):
+        undone = await downgrade(database, revision)
+        click.echo(f"{redact_url(settings.database_url)}: " + (f"undid {', '.join(undone)}" if undone else "nothing to undo"))
 
     run_command(settings, _with_database(settings, action, migrated=False))
 

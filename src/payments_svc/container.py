@@ -15,7 +15,7 @@ from .auth.authenticators import (
 )
 from .config import ConfigError, Settings
 from .db.engine import Database, open_database
-from .db.migrate import CURRENT_VERSION, current_version
+from .db.migrate import schema_state
 from .providers.registry import ProviderRegistry
 from .providers.sandbox import SandboxProvider
 from .providers.stellar import StellarProvider
@@ -109,9 +109,6 @@ async def check_schema(db: Database) -> None:
     """Refuses to serve on a database not yet migrated to this release. A newer schema
     is accepted: upgrades are additive, so the previous release keeps running during a
     rolling upgrade (deployment.md)."""
-    version = await current_version(db)
-    if version is None or version < CURRENT_VERSION:
-        raise ConfigError(
-            f"database schema is at version {version or 'none'}, this release needs {CURRENT_VERSION}: "
-            "run `payments-svc db migrate`"
-        )
+    state = await schema_state(db)
+    if not state.up_to_date:
+        raise ConfigError(f"database schema is {state.describe()}: {state.advice()}")

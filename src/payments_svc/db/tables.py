@@ -1,4 +1,9 @@
-"""SQLAlchemy Core tables mirroring schema.sql (a MariaDB test checks they agree)."""
+"""SQLAlchemy Core tables: the schema at the head migration (db/migrations/). schema.sql
+is its MySQL/MariaDB rendering; tests/mysql/test_schema.py proves the three agree.
+
+A schema change is three edits: these tables, a new revision in db/migrations/versions/
+(the next number, down_revision the current head, safe on a live table: deployment.md,
+Migrations and upgrades, says what it costs) and schema.sql."""
 
 from __future__ import annotations
 
@@ -16,6 +21,36 @@ Timestamp = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql")
 LongText = sa.Text().with_variant(mysql.LONGTEXT(), "mysql")
 Status = sa.SmallInteger()
 
+
+def key_collation(dialect: sa.Dialect) -> str:
+    """The NO PAD binary collation of this MySQL-family server: with utf8mb4_bin (PAD
+    SPACE) "a" and "a " are one key."""
+    return "utf8mb4_nopad_bin" if dialect.is_mariadb else "utf8mb4_0900_bin"
+
+
+class Key(sa.types.TypeDecorator):
+    """A string that is compared byte for byte: idempotency keys, hashes, memos, provider
+    ids, every column a lookup or a unique key compares. MySQL/MariaDB: a NO PAD binary
+    collation; PostgreSQL: VARCHAR (its deterministic collations compare bytes; CHAR(n)
+    would ignore trailing spaces); SQLite: BINARY, its default."""
+
+    impl = sa.String
+    cache_ok = True
+
+    def __init__(self, length: int, *, fixed: bool = False):
+        super().__init__(length)
+        self.fixed = fixed
+
+    def load_dialect_impl(self, dialect: sa.Dialect) -> sa.types.TypeEngine:
+        length = self.impl.length
+        if dialect.name == "mysql":
+            spelling = mysql.CHAR if self.fixed else mysql.VARCHAR
+            return dialect.type_descriptor(spelling(length, collation=key_collation(dialect)))
+        if dialect.name == "postgresql" or not self.fixed:
+            return dialect.type_descriptor(sa.String(length))
+        return dialect.type_descriptor(sa.CHAR(length))
+
+
 _MYSQL_TABLE = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin", "sqlite_autoincrement": True}
 
 
@@ -27,11 +62,11 @@ payments = sa.Table(
     "payments",
     metadata,
     _id(),
-    sa.Column("request_id", sa.String(128), nullable=False),
-    sa.Column("caller_service", sa.String(128), nullable=False),
+    sa.Column("request_id", Key(128), nullable=False),
+    sa.Column("caller_service", Key(128), nullable=False),
     sa.Column("request_fingerprint", sa.CHAR(64), nullable=False),
-    sa.Column("resource_type", sa.String(128), nullable=False),
-    sa.Column("resource_id", sa.String(255), nullable=False),
+    sa.Column("resource_type", Key(128), nullable=False),
+    sa.Column("resource_id", Key(255), nullable=False),
     sa.Column("customer_ref", sa.String(255)),
     sa.Column("amount_cents", sa.BigInteger, nullable=False),
     sa.Column("currency", sa.String(12), nullable=False),
@@ -41,10 +76,10 @@ payments = sa.Table(
     sa.Column("provider", Status, nullable=False),
     sa.Column("recurring_interval", sa.String(16)),
     sa.Column("recurring_interval_count", sa.Integer),
-    sa.Column("provider_payment_id", sa.String(255)),
-    sa.Column("provider_subscription_id", sa.String(255)),
+    sa.Column("provider_payment_id", Key(255)),
+    sa.Column("provider_subscription_id", Key(255)),
     sa.Column("checkout_url", sa.String(2048)),
-    sa.Column("provider_callback_hash", sa.String(64), nullable=False),
+    sa.Column("provider_callback_hash", Key(64), nullable=False),
     sa.Column("provider_callback_url", sa.String(1024), nullable=False),
     sa.Column("status_callback_url", sa.String(1024), nullable=False),
     sa.Column("success_url", sa.String(1024)),
@@ -56,7 +91,7 @@ payments = sa.Table(
     sa.Column("cancel_reason", sa.String(255)),
     sa.Column("failure_reason", sa.String(1024)),
     sa.Column("create_error_code", sa.String(32)),
-    sa.Column("attention_required", sa.Boolean, nullable=False, server_default=sa.text("0")),
+    sa.Column("attention_required", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("create_lease_until", Timestamp),
     sa.Column("reconcile_next_at", Timestamp),
     sa.Column("reconcile_attempts", sa.Integer, nullable=False, server_default=sa.text("0")),
@@ -82,8 +117,8 @@ payment_events = sa.Table(
     sa.Column("event_type", sa.String(128), nullable=False),
     sa.Column("old_status", Status),
     sa.Column("new_status", Status, nullable=False),
-    sa.Column("provider_event_id", sa.String(255)),
-    sa.Column("needs_attention", sa.Boolean, nullable=False, server_default=sa.text("0")),
+    sa.Column("provider_event_id", Key(255)),
+    sa.Column("needs_attention", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("message", sa.String(1024)),
     sa.Column("payload_json", LongText),
     sa.Column("created_at", Timestamp, nullable=False),
@@ -96,10 +131,10 @@ payment_callbacks = sa.Table(
     metadata,
     _id(),
     sa.Column("payment_id", RefId, sa.ForeignKey("payments.id", ondelete="SET NULL", name="fk_payment_callbacks_payment")),
-    sa.Column("provider", sa.String(32), nullable=False),
-    sa.Column("callback_hash", sa.String(128), nullable=False),
-    sa.Column("provider_event_id", sa.String(255)),
-    sa.Column("dedup_key", sa.String(255)),
+    sa.Column("provider", Key(32), nullable=False),
+    sa.Column("callback_hash", Key(128), nullable=False),
+    sa.Column("provider_event_id", Key(255)),
+    sa.Column("dedup_key", Key(255)),
     sa.Column("signature", sa.String(1024), nullable=False),
     sa.Column("payload_json", LongText, nullable=False),
     sa.Column("status", Status, nullable=False),
@@ -115,16 +150,16 @@ callback_deliveries = sa.Table(
     "callback_deliveries",
     metadata,
     _id(),
-    sa.Column("delivery_id", sa.String(64), nullable=False),
+    sa.Column("delivery_id", Key(64), nullable=False),
     sa.Column("payment_id", RefId, sa.ForeignKey("payments.id", ondelete="CASCADE", name="fk_callback_deliveries_payment"), nullable=False),
-    sa.Column("caller_service", sa.String(128), nullable=False),
+    sa.Column("caller_service", Key(128), nullable=False),
     sa.Column("event_type", sa.String(64), nullable=False),
     sa.Column("payment_status", Status, nullable=False),
     sa.Column("status", Status, nullable=False, server_default=sa.text("1")),
     sa.Column("attempts", sa.Integer, nullable=False, server_default=sa.text("0")),
     sa.Column("next_attempt_at", Timestamp),
     sa.Column("lease_until", Timestamp),
-    sa.Column("lease_owner", sa.String(64)),
+    sa.Column("lease_owner", Key(64)),
     sa.Column("last_error", sa.String(1024)),
     sa.Column("last_status_code", sa.Integer),
     sa.Column("created_at", Timestamp, nullable=False),
@@ -158,7 +193,7 @@ signing_secrets = sa.Table(
     "signing_secrets",
     metadata,
     _id(),
-    sa.Column("caller_service", sa.String(128), nullable=False),
+    sa.Column("caller_service", Key(128), nullable=False),
     sa.Column("secret", sa.String(128), nullable=False),
     sa.Column("created_at", Timestamp, nullable=False),
     sa.Column("expires_at", Timestamp),
@@ -169,8 +204,8 @@ signing_secrets = sa.Table(
 stellar_cursors = sa.Table(
     "stellar_cursors",
     metadata,
-    sa.Column("account", sa.String(56), primary_key=True),
-    sa.Column("paging_token", sa.String(20), nullable=False),
+    sa.Column("account", Key(56), primary_key=True),
+    sa.Column("paging_token", Key(20), nullable=False),
     sa.Column("updated_at", Timestamp, nullable=False),
     mysql_engine="InnoDB",
     mysql_charset="utf8mb4",
@@ -181,9 +216,9 @@ stellar_operations = sa.Table(
     "stellar_operations",
     metadata,
     _id(),
-    sa.Column("account", sa.String(56), nullable=False),
-    sa.Column("operation_id", sa.String(20)),
-    sa.Column("transaction_hash", sa.CHAR(64)),
+    sa.Column("account", Key(56), nullable=False),
+    sa.Column("operation_id", Key(20)),
+    sa.Column("transaction_hash", Key(64, fixed=True)),
     sa.Column("payment_id", RefId, sa.ForeignKey("payments.id", ondelete="SET NULL", name="fk_stellar_operations_payment")),
     sa.Column("status", Status, nullable=False),
     sa.Column("from_account", sa.String(56)),
@@ -192,8 +227,8 @@ stellar_operations = sa.Table(
     sa.Column("amount_stroops", sa.BigInteger),
     sa.Column("overpaid_stroops", sa.BigInteger),
     sa.Column("memo_type", sa.String(8)),
-    sa.Column("memo", sa.String(64)),
-    sa.Column("needs_attention", sa.Boolean, nullable=False, server_default=sa.text("0")),
+    sa.Column("memo", Key(64)),
+    sa.Column("needs_attention", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("error", sa.String(1024)),
     sa.Column("record_json", LongText, nullable=False),
     sa.Column("created_at", Timestamp, nullable=False),
@@ -208,13 +243,13 @@ refunds = sa.Table(
     metadata,
     _id(),
     sa.Column("payment_id", RefId, sa.ForeignKey("payments.id", ondelete="CASCADE", name="fk_refunds_payment"), nullable=False),
-    sa.Column("request_id", sa.String(128)),
+    sa.Column("request_id", Key(128)),
     sa.Column("request_fingerprint", sa.CHAR(64)),
     sa.Column("amount_cents", sa.BigInteger, nullable=False),
     sa.Column("reason", sa.String(32)),
     sa.Column("status", Status, nullable=False),
     sa.Column("provider", Status, nullable=False),
-    sa.Column("provider_refund_id", sa.String(255)),
+    sa.Column("provider_refund_id", Key(255)),
     sa.Column("failure_reason", sa.String(1024)),
     sa.Column("error_code", sa.String(32)),
     sa.Column("created_at", Timestamp, nullable=False),
@@ -228,7 +263,7 @@ provider_objects = sa.Table(
     "provider_objects",
     metadata,
     sa.Column("provider", Status, primary_key=True, autoincrement=False),
-    sa.Column("object_id", sa.String(255), primary_key=True),
+    sa.Column("object_id", Key(255), primary_key=True),
     sa.Column(
         "payment_id", RefId, sa.ForeignKey("payments.id", ondelete="CASCADE", name="fk_provider_objects_payment"), nullable=False
     ),
@@ -243,9 +278,9 @@ api_keys = sa.Table(
     "api_keys",
     metadata,
     _id(),
-    sa.Column("service_name", sa.String(128), nullable=False),
-    sa.Column("key_prefix", sa.String(16), nullable=False),
-    sa.Column("key_hash", sa.CHAR(64), nullable=False),
+    sa.Column("service_name", Key(128), nullable=False),
+    sa.Column("key_prefix", Key(16), nullable=False),
+    sa.Column("key_hash", Key(64, fixed=True), nullable=False),
     sa.Column("acts_for", sa.String(1024), nullable=False, server_default=sa.text("''")),
     sa.Column("created_at", Timestamp, nullable=False),
     sa.Column("revoked_at", Timestamp),
@@ -254,6 +289,9 @@ api_keys = sa.Table(
     **_MYSQL_TABLE,
 )
 
+# The version record of the releases before versioned migrations (Alembic's alembic_version
+# has replaced it). Kept, holding version 1, so that such a release still runs on this
+# database: the previous release during a rolling upgrade, or after a rollback of the code.
 schema_migrations = sa.Table(
     "schema_migrations",
     metadata,

@@ -1,0 +1,296 @@
+"""Baseline: the schema of the releases before versioned migrations.
+
+A database made by their `db migrate` (schema_migrations holding version 1) has exactly
+this schema: `payments-svc db migrate` stamps it at this revision instead of running it.
+
+The tables are a frozen copy of db/tables.py as it was then, for every backend: later
+revisions change tables.py and add a revision, never edit this one. (Booleans default to
+sa.false(), which renders as 0 on MySQL and SQLite, as before, and is valid on PostgreSQL.)
+
+Revision ID: 0001
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+from sqlalchemy.dialects import mysql
+from sqlalchemy.schema import CreateIndex, CreateTable
+
+from payments_svc.clock import utcnow
+
+revision = "0001"
+down_revision = None
+branch_labels = None
+depends_on = None
+
+baseline = sa.MetaData()
+
+Id = sa.BigInteger().with_variant(mysql.BIGINT(unsigned=True), "mysql").with_variant(sa.Integer(), "sqlite")
+RefId = sa.BigInteger().with_variant(mysql.BIGINT(unsigned=True), "mysql")
+Timestamp = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql")
+LongText = sa.Text().with_variant(mysql.LONGTEXT(), "mysql")
+Status = sa.SmallInteger()
+
+_MYSQL_TABLE = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin", "sqlite_autoincrement": True}
+
+
+def _id() -> sa.Column:
+    return sa.Column("id", Id, primary_key=True, autoincrement=True)
+
+
+payments = sa.Table(
+    "payments",
+    baseline,
+    _id(),
+    sa.Column("request_id", sa.String(128), nullable=False),
+    sa.Column("caller_service", sa.String(128), nullable=False),
+    sa.Column("request_fingerprint", sa.CHAR(64), nullable=False),
+    sa.Column("resource_type", sa.String(128), nullable=False),
+    sa.Column("resource_id", sa.String(255), nullable=False),
+    sa.Column("customer_ref", sa.String(255)),
+    sa.Column("amount_cents", sa.BigInteger, nullable=False),
+    sa.Column("currency", sa.String(12), nullable=False),
+    sa.Column("status", Status, nullable=False, server_default=sa.text("1")),
+    sa.Column("payment_method", Status, nullable=False),
+    sa.Column("payment_type", Status, nullable=False),
+    sa.Column("provider", Status, nullable=False),
+    sa.Column("recurring_interval", sa.String(16)),
+    sa.Column("recurring_interval_count", sa.Integer),
+    sa.Column("provider_payment_id", sa.String(255)),
+    sa.Column("provider_subscription_id", sa.String(255)),
+    sa.Column("checkout_url", sa.String(2048)),
+    sa.Column("provider_callback_hash", sa.String(64), nullable=False),
+    sa.Column("provider_callback_url", sa.String(1024), nullable=False),
+    sa.Column("status_callback_url", sa.String(1024), nullable=False),
+    sa.Column("success_url", sa.String(1024)),
+    sa.Column("cancel_url", sa.String(1024)),
+    sa.Column("refunded_cents", sa.BigInteger, nullable=False, server_default=sa.text("0")),
+    sa.Column("refundable_cents", sa.BigInteger, nullable=False),
+    sa.Column("received_cents", sa.BigInteger, nullable=False, server_default=sa.text("0")),
+    sa.Column("metadata_json", LongText, nullable=False),
+    sa.Column("cancel_reason", sa.String(255)),
+    sa.Column("failure_reason", sa.String(1024)),
+    sa.Column("create_error_code", sa.String(32)),
+    sa.Column("attention_required", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("create_lease_until", Timestamp),
+    sa.Column("reconcile_next_at", Timestamp),
+    sa.Column("reconcile_attempts", sa.Integer, nullable=False, server_default=sa.text("0")),
+    sa.Column("job_lease_until", Timestamp),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("updated_at", Timestamp, nullable=False),
+    sa.UniqueConstraint("caller_service", "request_id", name="idx_payments_caller_request_id"),
+    sa.UniqueConstraint("provider", "provider_callback_hash", name="idx_payments_provider_callback_hash"),
+    sa.Index("idx_payments_caller_id", "caller_service", "id"),
+    sa.Index("idx_payments_status_updated", "status", "updated_at"),
+    sa.Index("idx_payments_reconcile", "status", "reconcile_next_at"),
+    sa.Index("idx_payments_provider_payment_id", "provider", "provider_payment_id"),
+    sa.Index("idx_payments_resource", "resource_type", "resource_id"),
+    sa.Index("idx_payments_created_at", "created_at"),
+    **_MYSQL_TABLE,
+)
+
+payment_events = sa.Table(
+    "payment_events",
+    baseline,
+    _id(),
+    sa.Column("payment_id", RefId, sa.ForeignKey("payments.id", ondelete="CASCADE", name="fk_payment_events_payment"), nullable=False),
+    sa.Column("event_type", sa.String(128), nullable=False),
+    sa.Column("old_status", Status),
+    sa.Column("new_status", Status, nullable=False),
+    sa.Column("provider_event_id", sa.String(255)),
+    sa.Column("needs_attention", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("message", sa.String(1024)),
+    sa.Column("payload_json", LongText),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Index("idx_payment_events_payment", "payment_id", "id"),
+    **_MYSQL_TABLE,
+)
+
+payment_callbacks = sa.Table(
+    "payment_callbacks",
+    baseline,
+    _id(),
+    sa.Column("payment_id", RefId, sa.ForeignKey("payments.id", ondelete="SET NULL", name="fk_payment_callbacks_payment")),
+    sa.Column("provider", sa.String(32), nullable=False),
+    sa.Column("callback_hash", sa.String(128), nullable=False),
+    sa.Column("provider_event_id", sa.String(255)),
+    sa.Column("dedup_key", sa.String(255)),
+    sa.Column("signature", sa.String(1024), nullable=False),
+    sa.Column("payload_json", LongText, nullable=False),
+    sa.Column("status", Status, nullable=False),
+    sa.Column("error", sa.String(1024)),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("updated_at", Timestamp, nullable=False),
+    sa.UniqueConstraint("provider", "dedup_key", name="idx_payment_callbacks_dedup"),
+    sa.Index("idx_payment_callbacks_payment", "payment_id"),
+    **_MYSQL_TABLE,
+)
+
+callback_deliveries = sa.Table(
+    "callback_deliveries",
+    baseline,
+    _id(),
+    sa.Column("delivery_id", sa.String(64), nullable=False),
+    sa.Column("payment_id", RefId, sa.ForeignKey("payments.id", ondelete="CASCADE", name="fk_callback_deliveries_payment"), nullable=False),
+    sa.Column("caller_service", sa.String(128), nullable=False),
+    sa.Column("event_type", sa.String(64), nullable=False),
+    sa.Column("payment_status", Status, nullable=False),
+    sa.Column("status", Status, nullable=False, server_default=sa.text("1")),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default=sa.text("0")),
+    sa.Column("next_attempt_at", Timestamp),
+    sa.Column("lease_until", Timestamp),
+    sa.Column("lease_owner", sa.String(64)),
+    sa.Column("last_error", sa.String(1024)),
+    sa.Column("last_status_code", sa.Integer),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("updated_at", Timestamp, nullable=False),
+    sa.UniqueConstraint("delivery_id", name="idx_callback_deliveries_delivery_id"),
+    sa.Index("idx_callback_deliveries_due", "status", "next_attempt_at"),
+    sa.Index("idx_callback_deliveries_payment", "payment_id", "id"),
+    **_MYSQL_TABLE,
+)
+
+callback_attempts = sa.Table(
+    "callback_attempts",
+    baseline,
+    _id(),
+    sa.Column(
+        "callback_delivery_id",
+        RefId,
+        sa.ForeignKey("callback_deliveries.id", ondelete="CASCADE", name="fk_callback_attempts_delivery"),
+        nullable=False,
+    ),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("attempted_at", Timestamp, nullable=False),
+    sa.Column("status_code", sa.Integer),
+    sa.Column("latency_ms", sa.Integer, nullable=False),
+    sa.Column("error", sa.String(1024)),
+    sa.UniqueConstraint("callback_delivery_id", "attempt", name="idx_callback_attempts_delivery_attempt"),
+    **_MYSQL_TABLE,
+)
+
+signing_secrets = sa.Table(
+    "signing_secrets",
+    baseline,
+    _id(),
+    sa.Column("caller_service", sa.String(128), nullable=False),
+    sa.Column("secret", sa.String(128), nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("expires_at", Timestamp),
+    sa.Index("idx_signing_secrets_service", "caller_service"),
+    **_MYSQL_TABLE,
+)
+
+stellar_cursors = sa.Table(
+    "stellar_cursors",
+    baseline,
+    sa.Column("account", sa.String(56), primary_key=True),
+    sa.Column("paging_token", sa.String(20), nullable=False),
+    sa.Column("updated_at", Timestamp, nullable=False),
+    mysql_engine="InnoDB",
+    mysql_charset="utf8mb4",
+    mysql_collate="utf8mb4_bin",
+)
+
+stellar_operations = sa.Table(
+    "stellar_operations",
+    baseline,
+    _id(),
+    sa.Column("account", sa.String(56), nullable=False),
+    sa.Column("operation_id", sa.String(20)),
+    sa.Column("transaction_hash", sa.CHAR(64)),
+    sa.Column("payment_id", RefId, sa.ForeignKey("payments.id", ondelete="SET NULL", name="fk_stellar_operations_payment")),
+    sa.Column("status", Status, nullable=False),
+    sa.Column("from_account", sa.String(56)),
+    sa.Column("asset_code", sa.String(12)),
+    sa.Column("asset_issuer", sa.String(56)),
+    sa.Column("amount_stroops", sa.BigInteger),
+    sa.Column("overpaid_stroops", sa.BigInteger),
+    sa.Column("memo_type", sa.String(8)),
+    sa.Column("memo", sa.String(64)),
+    sa.Column("needs_attention", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("error", sa.String(1024)),
+    sa.Column("record_json", LongText, nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.UniqueConstraint("operation_id", name="idx_stellar_operations_operation"),
+    sa.Index("idx_stellar_operations_payment", "payment_id", "status"),
+    sa.Index("idx_stellar_operations_attention", "needs_attention", "id"),
+    **_MYSQL_TABLE,
+)
+
+refunds = sa.Table(
+    "refunds",
+    baseline,
+    _id(),
+    sa.Column("payment_id", RefId, sa.ForeignKey("payments.id", ondelete="CASCADE", name="fk_refunds_payment"), nullable=False),
+    sa.Column("request_id", sa.String(128)),
+    sa.Column("request_fingerprint", sa.CHAR(64)),
+    sa.Column("amount_cents", sa.BigInteger, nullable=False),
+    sa.Column("reason", sa.String(32)),
+    sa.Column("status", Status, nullable=False),
+    sa.Column("provider", Status, nullable=False),
+    sa.Column("provider_refund_id", sa.String(255)),
+    sa.Column("failure_reason", sa.String(1024)),
+    sa.Column("error_code", sa.String(32)),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("updated_at", Timestamp, nullable=False),
+    sa.UniqueConstraint("payment_id", "request_id", name="idx_refunds_payment_request"),
+    sa.UniqueConstraint("provider", "provider_refund_id", name="idx_refunds_provider_refund"),
+    **_MYSQL_TABLE,
+)
+
+provider_objects = sa.Table(
+    "provider_objects",
+    baseline,
+    sa.Column("provider", Status, primary_key=True, autoincrement=False),
+    sa.Column("object_id", sa.String(255), primary_key=True),
+    sa.Column(
+        "payment_id", RefId, sa.ForeignKey("payments.id", ondelete="CASCADE", name="fk_provider_objects_payment"), nullable=False
+    ),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Index("idx_provider_objects_payment", "payment_id"),
+    mysql_engine="InnoDB",
+    mysql_charset="utf8mb4",
+    mysql_collate="utf8mb4_bin",
+)
+
+api_keys = sa.Table(
+    "api_keys",
+    baseline,
+    _id(),
+    sa.Column("service_name", sa.String(128), nullable=False),
+    sa.Column("key_prefix", sa.String(16), nullable=False),
+    sa.Column("key_hash", sa.CHAR(64), nullable=False),
+    sa.Column("acts_for", sa.String(1024), nullable=False, server_default=sa.text("''")),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("revoked_at", Timestamp),
+    sa.UniqueConstraint("key_hash", name="idx_api_keys_key_hash"),
+    sa.Index("idx_api_keys_service", "service_name"),
+    **_MYSQL_TABLE,
+)
+
+schema_migrations = sa.Table(
+    "schema_migrations",
+    baseline,
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("description", sa.String(255), nullable=False),
+    sa.Column("applied_at", Timestamp, nullable=False),
+    mysql_engine="InnoDB",
+    mysql_charset="utf8mb4",
+    mysql_collate="utf8mb4_bin",
+)
+
+
+def upgrade() -> None:
+    for table in baseline.sorted_tables:
+        op.execute(CreateTable(table))
+        for index in sorted(table.indexes, key=lambda i: i.name):
+            op.execute(CreateIndex(index))
+    # What the releases before versioned migrations check for: with it, one of them can
+    # still run on this database (a rollback of the code).
+    op.execute(schema_migrations.insert().values(version=1, description="initial schema", applied_at=utcnow()))
+
+
+def downgrade() -> None:
+    raise NotImplementedError("the baseline is not undone: restore a backup, or drop the database")

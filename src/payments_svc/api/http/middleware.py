@@ -20,12 +20,12 @@ from ..request_context import current_caller
 
 log = structlog.get_logger("payments.http")
 
-# Probes, operator endpoints and the customer-facing pages (sandbox checkout, Stripe's return page) are
+# Probes, operator endpoints and the customer-facing pages (sandbox checkout, Stripe's and VNPay's return pages) are
 # reached without our headers.
-OPEN_PREFIXES = ("/healthz", "/readyz", "/metrics", "/openapi.json", "/sandbox/", "/stripe/return")
+OPEN_PREFIXES = ("/healthz", "/readyz", "/metrics", "/openapi.json", "/sandbox/", "/stripe/return", "/vnpay/return")
 # Webhooks a provider calls directly: no X-Request-ID or API key, the provider's
 # signature is their authentication.
-SIGNED_PATHS = ("/webhooks/stripe",)
+SIGNED_PATHS = ("/webhooks/stripe", "/webhooks/vnpay")
 
 
 def json_response(body: dict, status: int = 200, headers: dict | None = None) -> web.Response:

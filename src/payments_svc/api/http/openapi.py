@@ -146,6 +146,8 @@ def build_openapi() -> dict[str, Any]:
         "reason": {"type": "string", "enum": ["", "duplicate", "fraudulent", "requested_by_customer", None],
                    "nullable": True}}}
     schemas["Error"] = {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}
+    schemas["VnpayIpnAnswer"] = {"type": "object", "required": ["RspCode", "Message"], "properties": {
+        "RspCode": {"type": "string", "enum": ["00", "01", "02", "04", "97", "99"]}, "Message": {"type": "string"}}}
     statuses = [v.number for v in pb.PaymentStatus.DESCRIPTOR.values if v.number]
     paths = {
         "/health": {"get": {"operationId": "Health", "parameters": HEADERS, "responses": _responses(200, "HealthResponse")}},
@@ -185,6 +187,14 @@ def build_openapi() -> dict[str, Any]:
             "parameters": [{"name": "Stripe-Signature", "in": "header", "required": True, "schema": {"type": "string"}}],
             "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}},
             "responses": {k: v for k, v in _responses(200, "MessageResponse", 404, 413).items() if k not in ("401", "403")}}},
+        "/webhooks/vnpay": {"get": {
+            "operationId": "VnpayIpn",
+            "description": "VNPay's IPN URL: no X-Request-ID or X-API-Key, the vnp_* query parameters' vnp_SecureHash "
+                           "authenticates. Always 200 with VNPay's answer: 00 confirmed, 01 order not found, 02 already "
+                           "confirmed, 04 invalid amount, 97 invalid signature, 99 unknown error (VNPay retries).",
+            "parameters": [{"name": "vnp_SecureHash", "in": "query", "required": True, "schema": {"type": "string"}}],
+            "responses": {"200": {"description": "VNPay's answer", "content": {"application/json": {
+                "schema": {"$ref": "#/components/schemas/VnpayIpnAnswer"}}}}}}},
         "/payments/{id}/events": {"get": {"operationId": "ListPaymentEvents", "parameters": HEADERS + [
             PATH_ID, _query("limit", {"type": "integer", "minimum": 0, "maximum": 500}),
             _query("after_event_id", {"type": "integer", "minimum": 0, "maximum": 2**63 - 1})],

@@ -74,9 +74,9 @@ async def created(provider, **overrides) -> Payment:
     return replace(p, provider_payment_id=checkout.provider_payment_id, checkout_url=checkout.checkout_url)
 
 
-def refund(p: Payment, amount: int, refund_id: int = 1) -> Refund:
+def refund(p: Payment, amount: int, refund_id: int = 1, reason: str | None = None) -> Refund:
     now = utcnow()
-    return Refund(refund_id, p.id, f"r-{refund_id}", "f", amount, None, RefundStatus.PENDING, None, None, None, now, now)
+    return Refund(refund_id, p.id, f"r-{refund_id}", "f", amount, reason, RefundStatus.PENDING, None, None, None, now, now)
 
 
 def command(**overrides) -> CreatePaymentCommand:
@@ -250,12 +250,16 @@ async def test_an_amount_vnpay_reports_differently_is_an_error(provider, fake):
 async def test_refunds_in_part_then_in_full(provider, fake):
     p = await created(provider)
     await fake.pay(p.checkout_url)
-    first = await provider.refund(p, refund(p, 50000, 1), "refund-key-1")
+    first = await provider.refund(p, refund(p, 50000, 1, "requested_by_customer"), "refund-key-1")
     assert (first.amount_cents, first.status, first.refund_id) == (50000, RefundStatus.SUCCEEDED, 1)
     second = await provider.refund(p, refund(p, 100000, 2), "refund-key-2")
     assert second.provider_refund_id != first.provider_refund_id
     refunds = fake.transaction(p.provider_payment_id).refunds
     assert [(r["type"], r["amount"], r["created_by"]) for r in refunds] == [("03", 5000000, "shop"), ("03", 10000000, "shop")]
+    sent = [r for r in fake.api_requests if r["vnp_Command"] == "refund"]
+    assert [r["vnp_OrderInfo"] for r in sent] == [f"Refund 1 of payment {p.id} requested by customer",
+                                                  f"Refund 2 of payment {p.id}"]
+    assert sent[0]["vnp_TransactionNo"] == fake.transaction(p.provider_payment_id).transaction_no
 
     whole = await created(provider)
     await fake.pay(whole.checkout_url)

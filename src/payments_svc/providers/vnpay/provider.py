@@ -95,7 +95,8 @@ class VnpayProvider:
         request_id = hashlib.sha256(idempotency_key.encode()).hexdigest()[:32]  # vnp_RequestId: at most 32
         await self._api.refund(payment, request_id=request_id, amount_cents=refund.amount_cents,
                                transaction_no=paid["vnp_TransactionNo"],
-                               order_info=f"Refund {refund.id} of payment {payment.id}")
+                               order_info=" ".join(filter(None, [f"Refund {refund.id} of payment {payment.id}",
+                                                                 (refund.reason or "").replace("_", " ")])))
         # VNPay accepted it and returns the money through the bank; it sends no later
         # notice of a refund, so accepted is as final as the service learns.
         return RefundSnapshot(request_id, refund.amount_cents, RefundStatus.SUCCEEDED, refund_id=refund.id)

@@ -1,9 +1,10 @@
 """Inbound provider webhooks, through two entrances: the reference's per-payment URL
 (`/webhooks/providers/{provider}/{hash}`, the hash names the payment) and a provider's
-account-level endpoint (`/webhooks/stripe`), where the event names its payment by the
-reference it carries in metadata or by the provider's ids of its objects.
+account-level endpoint (`/webhooks/stripe`, `/webhooks/vnpay`), where the event names its
+payment by the reference it carries in metadata or by the provider's ids of its objects.
 
-Either way the webhook is verified, every delivery is recorded with its outcome, and
+Either way the webhook is verified (and its amount, where the provider reports one, is
+the payment's), every delivery is recorded with its outcome, and
 each event id is applied once: its dedup row, the status change (through the
 transition table, so late or reordered events never regress), the refund ledger and
 the callback to the caller commit together or not at all.

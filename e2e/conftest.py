@@ -2,8 +2,8 @@
 
     database    E2E_DB_URL (made and migrated by e2e/run.sh, which drops it), else a new
                 database on E2E_DATABASE_URL / the local MariaDB, made and dropped here
-    fakes       FakeStripe and FakeHorizon in threads of this process (the tests play
-                Stripe, the customer and the Stellar network with them)
+    fakes       FakeStripe, FakeHorizon and FakeVnpay in threads of this process (the tests
+                play Stripe, VNPay, the customer and the Stellar network with them)
     receiver    the callers' status callback endpoint
     stack       `payments-svc serve` and every worker, as real processes pointed at all of it
 
@@ -30,8 +30,10 @@ from .providers import (
     SandboxDriver,
     StellarDriver,
     StripeDriver,
+    VnpayDriver,
     stellar_available,
     stripe_available,
+    vnpay_available,
 )
 from .stack import Stack, clean_environ, create_database, drop_database, run_cli
 
@@ -135,11 +137,20 @@ def fakes():
         running["chain"] = Chain.create(horizon)
     else:
         skipped["stellar"] = problem
+    problem = vnpay_available()
+    if problem is None:
+        from tests.fakes.vnpay_server import FakeVnpay
+
+        running["vnpay"] = FakeVnpay().start_in_thread()
+    else:
+        skipped["vnpay"] = problem
     yield running, skipped
     if "stripe" in running:
         running["stripe"].stop_thread()
     if "horizon" in running:
         running["horizon"].stop_thread()
+    if "vnpay" in running:
+        running["vnpay"].stop_thread()
 
 
 @pytest.fixture(scope="session")
@@ -152,6 +163,8 @@ def deployment(database_url, fakes, run_dir):
         drivers["stripe-link"] = StripeDriver(running["stripe"], method=2)
     if "chain" in running:
         drivers["stellar"] = StellarDriver(running["chain"])
+    if "vnpay" in running:
+        drivers["vnpay"] = VnpayDriver(running["vnpay"], stack.server.http_url)
     for driver in drivers.values():
         stack.env.update(driver.env)
     for worker in ("dispatcher", "reconcile", "expire"):
@@ -175,7 +188,7 @@ def deployment(database_url, fakes, run_dir):
     assert not bad, f"processes did not stop cleanly on SIGTERM: {bad}; logs in {run_dir / 'logs'}"
 
 
-PROVIDERS = ["sandbox", "stripe", "stripe-link", "stellar"]
+PROVIDERS = ["sandbox", "stripe", "stripe-link", "stellar", "vnpay"]
 
 
 @pytest.fixture(params=PROVIDERS)

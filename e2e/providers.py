@@ -43,6 +43,7 @@ class Driver:
     provider: int  # proto ProviderType
     can_refund: bool = True
     can_decline: bool = True
+    cancel_stops_payment: bool = True  # False: the provider has no cancel; its checkout stays payable until it expires
     env: dict[str, str] = field(default_factory=dict)  # what the stack needs for this provider
 
     def fields(self, callback_url: str, **overrides: Any) -> dict[str, Any]:
@@ -184,6 +185,49 @@ class StellarDriver(Driver):
                                      self.chain.usdc, payment["provider_payment_id"])
 
 
+class VnpayDriver(Driver):
+    """FakeVnpay plays VNPay: the customer's browser opens the payment URL and presses Pay
+    or Cancel on its page; the fake then calls the server's IPN URL (GET /webhooks/vnpay)
+    as VNPay does, whichever transport the test drives, and sends the browser back to the
+    return page. VNPay has no cancel: a canceled payment's URL works until it expires."""
+
+    def __init__(self, fake, http_url: str):
+        super().__init__("vnpay", 3, cancel_stops_payment=False)
+        self.fake = fake
+        fake.ipn_url = f"{http_url}/webhooks/vnpay"  # the terminal's IPN URL, as registered with VNPay
+        self.env = fake.env()
+
+    def fields(self, callback_url, **overrides):
+        return base_fields(callback_url, provider=self.provider, currency="VND", **overrides)
+
+    async def _press(self, payment: dict[str, Any], button: str) -> None:
+        assert payment["checkout_url"].startswith(self.fake.payment_url + "?"), payment["checkout_url"]
+        async with aiohttp.ClientSession() as browser:
+            async with browser.get(payment["checkout_url"]) as page:
+                assert page.status == 200, await page.text()
+            url = f"{self.fake.url}/paymentv2/customer/{payment['provider_payment_id']}/{button}"
+            async with browser.post(url, allow_redirects=False) as pressed:
+                assert pressed.status == 303, (pressed.status, await pressed.text())
+                back = pressed.headers["Location"]
+            async with browser.get(back) as returned:  # the service's return page
+                assert returned.status == 200, await returned.text()
+
+    async def pay(self, api, payment):
+        await self._press(payment, "pay")
+
+    async def decline(self, api, payment):
+        await self._press(payment, "cancel")
+
+    def stopped_at_provider(self, payment):
+        from tests.fakes.vnpay_server import PageError
+
+        try:
+            self.fake.open(payment["checkout_url"])
+        except PageError:
+            return True
+        return False
+
+
 def stripe_available() -> str | None:
     """None, or why the Stripe lifecycles cannot run."""
     if not module_exists("payments_svc.providers.stripe"):
@@ -206,4 +250,12 @@ def stellar_available() -> str | None:
 
     if main.get_command(None, "stellar") is None:
         return "`payments-svc stellar watch` is not registered"
+    return None
+
+
+def vnpay_available() -> str | None:
+    if not module_exists("payments_svc.providers.vnpay.provider"):
+        return "src/payments_svc/providers/vnpay/ has not landed"
+    if not module_exists("tests.fakes.vnpay_server"):
+        return "tests/fakes/vnpay_server.py (FakeVnpay) is missing"
     return None

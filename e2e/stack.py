@@ -29,7 +29,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 DB_PREFIX = "payments_e2e_"
 # Variables of the operator's shell that must not leak into the processes under test.
-FOREIGN_PREFIXES = ("PAYMENTS_", "STRIPE_", "STELLAR_", "MYSQL_", "AUTH_", "APP_", "HTTP_", "GRPC_", "LOG_LEVEL")
+FOREIGN_PREFIXES = ("PAYMENTS_", "STRIPE_", "STELLAR_", "VNPAY_", "MYSQL_", "AUTH_", "APP_", "HTTP_", "GRPC_", "LOG_LEVEL")
 
 
 # --------------------------------------------------------------------------- database

@@ -98,7 +98,14 @@ async def test_cancel_stops_the_payment_at_the_provider_and_tells_the_caller(dep
     payment = await api.create(**driver.fields(receiver.url(new_id("cb"))))
     canceled = await api.cancel(payment["id"], "customer changed their mind")
     assert canceled["status"] == CANCELED and canceled["cancel_reason"] == "customer changed their mind"
-    assert driver.stopped_at_provider(payment)
+    if driver.cancel_stops_payment:
+        assert driver.stopped_at_provider(payment)
+    else:
+        # Nothing stops it at the provider: a customer who still pays is recorded on the
+        # canceled payment for an operator (attention_required), and it stays CANCELED.
+        await driver.pay(api, payment)
+        flagged = await eventually(lambda: _flagged(api, payment["id"]), what="the late payment flagged for attention")
+        assert flagged["status"] == CANCELED
     await assert_callback(deployment, receiver, api, payment, "payment.canceled", CANCELED)
     again = await api.cancel(payment["id"], "customer changed their mind")  # idempotent
     assert again["status"] == CANCELED
@@ -152,6 +159,22 @@ async def test_reconcile_finds_a_payment_no_webhook_announced(deployment, receiv
     await assert_callback(deployment, receiver, http, payment, "payment.paid", PAID)
 
 
+async def test_reconcile_asks_vnpay_when_its_ipn_was_lost(deployment, receiver, http):
+    """Paid at VNPay, its IPN never delivered: the reconcile worker asks querydr and settles it."""
+    driver = deployment.drivers.get("vnpay")
+    if driver is None:
+        pytest.skip(f"vnpay: {deployment.skipped.get('vnpay')}")
+    payment = await http.create(**driver.fields(receiver.url(new_id("cb"))))
+    driver.fake.ipn_url, ipn_url = "http://127.0.0.1:9/lost", driver.fake.ipn_url
+    try:
+        assert (await driver.fake.pay(payment["checkout_url"])).answer is None
+    finally:
+        driver.fake.ipn_url = ipn_url
+    paid = await status_of(http, payment["id"], PAID, timeout=20)
+    assert "payment_reconciled" in [e["event_type"] for e in await http.events(paid["id"])]
+    await assert_callback(deployment, receiver, http, payment, "payment.paid", PAID)
+
+
 async def test_unpaid_payments_expire_at_every_provider(deployment, receiver):
     """One payment per provider (alternating transports), left unpaid: the expire worker
     stops each at its provider and marks it EXPIRED, and the caller hears of it."""
@@ -193,3 +216,8 @@ async def test_a_rotated_signing_secret_signs_alongside_the_old_one(deployment, 
 
 async def _true(value):
     return value
+
+
+async def _flagged(api, payment_id: int) -> dict | None:
+    current = await api.get(payment_id)
+    return current if current["attention_required"] else None

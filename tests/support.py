@@ -134,7 +134,7 @@ def cli(env: dict[str, str], *args: str, check: bool = True) -> subprocess.Compl
 
 
 def base_env(database_url: str, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PAYMENTS_", "STRIPE_", "MYSQL_", "AUTH_", "APP_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PAYMENTS_", "STRIPE_", "VNPAY_", "MYSQL_", "AUTH_", "APP_"))}
     env.update({"PAYMENTS_DATABASE_URL": database_url, "LOG_LEVEL": "warning", "PAYMENTS_ENV": "test"})
     env.update(extra)
     return env

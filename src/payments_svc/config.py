@@ -14,6 +14,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 from .callback_policy import CallbackDestinations, IPNetwork, parse_host_pattern, parse_network
 from .providers.stripe_settings import StripeSettings, stripe_settings_from_env
+from .providers.vnpay.settings import VnpayCredentials, vnpay_credentials_from_env
 from .stellar.settings import StellarSettings, stellar_settings_from_env
 from .webhooks_signing import secret_key
 
@@ -239,6 +240,7 @@ class Settings:
     expire_pending_interval_seconds: float = 300.0
     stellar: StellarSettings | None = None  # None: the Stellar provider is disabled
     stripe: StripeSettings | None = None  # None: Stripe is disabled (no STRIPE_SECRET_KEY)
+    vnpay: VnpayCredentials | None = None  # the default VNPay account; None: VNPay is disabled (no VNPAY_TMN_CODE)
 
     @property
     def is_production(self) -> bool:
@@ -271,6 +273,13 @@ def _stellar(environ) -> StellarSettings | None:
 def _stripe(environ) -> StripeSettings | None:
     try:
         return stripe_settings_from_env(environ)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _vnpay(environ) -> VnpayCredentials | None:
+    try:
+        return vnpay_credentials_from_env(environ)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
 
@@ -356,4 +365,5 @@ def load_settings(environ: dict[str, str] | None = None, *, base_dir: Path | Non
         expire_pending_interval_seconds=_seconds(env, "PAYMENTS_EXPIRE_PENDING_INTERVAL_MINUTES", 5),
         stellar=_stellar(env),
         stripe=_stripe(env),
+        vnpay=_vnpay(env),
     )

@@ -20,6 +20,7 @@ from .providers.registry import ProviderRegistry
 from .providers.sandbox import SandboxProvider
 from .providers.stellar import StellarProvider
 from .providers.stripe import StripeProvider
+from .providers.vnpay.provider import VnpayProvider
 from .service.payments import PaymentService
 
 log = structlog.get_logger("payments.container")
@@ -58,10 +59,14 @@ def build_providers(settings: Settings) -> ProviderRegistry:
         )
     if settings.stellar is not None:
         providers.append(StellarProvider(settings.stellar))
+    if settings.vnpay is not None:
+        providers.append(VnpayProvider(settings.vnpay, public_base_url=settings.public_base_url,
+                                       pending_timeout_seconds=settings.pending_timeout_seconds,
+                                       timeout_seconds=settings.provider_timeout_seconds))
     if not providers:
         raise ConfigError(
             "no payment provider is enabled; set STRIPE_SECRET_KEY and STRIPE_WEBHOOK_SECRET for Stripe, "
-            "or enable the sandbox with PAYMENTS_SANDBOX_ENABLED=true (not for production)"
+            "VNPAY_TMN_CODE and VNPAY_HASH_SECRET for VNPay, or enable the sandbox with PAYMENTS_SANDBOX_ENABLED=true (not for production)"
         )
     enabled = {p.type.code: p.type for p in providers}
     if settings.default_provider is None:

@@ -15,6 +15,7 @@ from payments_svc.api.http.openapi import build_openapi
 from payments_svc.api.http.ops_routes import OpsRoutes
 from payments_svc.api.http.routes import Routes
 from payments_svc.api.http.stripe_routes import StripeRoutes
+from payments_svc.api.http.vnpay_routes import VnpayRoutes
 from payments_svc.api.payment_fields import event_fields, payment_fields
 from payments_svc.domain.enums import PaymentMethod, PaymentStatus, PaymentType, ProviderType
 from payments_svc.domain.errors import ErrorKind, PaymentsError, ValidationError
@@ -22,7 +23,7 @@ from payments_svc.domain.payment import Payment, PaymentEvent
 
 from ..support import REPO
 
-NOT_DESCRIBED = {"/metrics", "/openapi.json", "/stripe/return"}  # operator and browser pages, not the API
+NOT_DESCRIBED = {"/metrics", "/openapi.json", "/stripe/return", "/vnpay/return"}  # operator and browser pages, not the API
 
 
 def test_committed_openapi_json_is_current():
@@ -35,6 +36,7 @@ def test_every_api_route_is_described_and_nothing_else():
     Routes(None, None).register(app)
     OpsRoutes(None).register(app)
     StripeRoutes(None).register(app)
+    VnpayRoutes(None).register(app)
     served = {(r.method.lower(), r.resource.canonical) for r in app.router.routes() if r.method != "HEAD"}
     served = {(m, p) for m, p in served if p not in NOT_DESCRIBED}
     described = {(m, p) for p, ops in build_openapi()["paths"].items() for m in ops}

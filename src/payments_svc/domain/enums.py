@@ -39,6 +39,7 @@ class ProviderType(IntEnum):
     UNSPECIFIED = 0
     STRIPE = 1
     STELLAR = 2
+    VNPAY = 3
     SANDBOX = 100
 
     @property

@@ -113,6 +113,10 @@ class CallbackRejectedError(PaymentsError):
         self.reason = reason
 
 
+class CallbackAmountMismatchError(CallbackRejectedError):
+    """A verified callback reports another amount than its payment's."""
+
+
 class ServiceUnavailableError(PaymentsError):
     kind = ErrorKind.UNAVAILABLE
 

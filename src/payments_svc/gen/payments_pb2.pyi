@@ -35,6 +35,7 @@ class ProviderType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PROVIDER_TYPE_UNSPECIFIED: _ClassVar[ProviderType]
     PROVIDER_TYPE_STRIPE: _ClassVar[ProviderType]
     PROVIDER_TYPE_STELLAR: _ClassVar[ProviderType]
+    PROVIDER_TYPE_VNPAY: _ClassVar[ProviderType]
     PROVIDER_TYPE_SANDBOX: _ClassVar[ProviderType]
 
 class CallbackDeliveryStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
@@ -68,6 +69,7 @@ PAYMENT_TYPE_RECURRING: PaymentType
 PROVIDER_TYPE_UNSPECIFIED: ProviderType
 PROVIDER_TYPE_STRIPE: ProviderType
 PROVIDER_TYPE_STELLAR: ProviderType
+PROVIDER_TYPE_VNPAY: ProviderType
 PROVIDER_TYPE_SANDBOX: ProviderType
 CALLBACK_DELIVERY_STATUS_UNSPECIFIED: CallbackDeliveryStatus
 CALLBACK_DELIVERY_STATUS_PENDING: CallbackDeliveryStatus

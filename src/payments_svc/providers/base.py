@@ -57,6 +57,9 @@ class ProviderEvent:
     refunds_of: str | None = None  # a provider object whose refunds changed: fetch them (fetch_refunds)
     message: str | None = None
     needs_attention: bool = False  # e.g. a dispute: money at risk, an operator should look
+    # The amount the event reports paid, in the payment's amount_cents unit, where the
+    # provider reports one (VNPay): an event whose amount is not the payment's is refused.
+    amount_cents: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,10 +100,18 @@ class RefundingProvider(Protocol):
     """A provider that can return money (checked with isinstance before a refund)."""
 
     async def refund(self, payment: Payment, refund: Refund, idempotency_key: str) -> RefundSnapshot:
-        """Refunds refund.amount_cents of a paid payment. Raises ProviderError."""
+        """Refunds refund.amount_cents of a paid payment (the amount is reserved: no other
+        refund can take it). The snapshot is SUCCEEDED, or PENDING when the provider
+        reports the outcome later through its events. Raises ProviderError: retryable
+        when the refund may be asked again with the same idempotency key."""
+
+
+@runtime_checkable
+class RefundListingProvider(Protocol):
+    """A provider whose events may only say that refunds changed (ProviderEvent.refunds_of)."""
 
     async def fetch_refunds(self, object_id: str) -> list[RefundSnapshot]:
-        """Every refund of one provider object (ProviderEvent.refunds_of). Raises ProviderError."""
+        """Every refund of one provider object. Raises ProviderError."""
 
 
 @runtime_checkable

@@ -78,9 +78,6 @@ class SandboxProvider:
         refund_id = "sbx_re_" + hashlib.sha256(idempotency_key.encode()).hexdigest()[:24]
         return RefundSnapshot(refund_id, refund.amount_cents, RefundStatus.SUCCEEDED, refund_id=refund.id)
 
-    async def fetch_refunds(self, object_id: str) -> list[RefundSnapshot]:
-        return []  # sandbox events never report refunds
-
     def build_event(self, payment: Payment, action: str) -> tuple[bytes, str]:
         """The webhook the sandbox sends when the customer presses a button: (body, signature)."""
         event_type, _ = OUTCOMES[action]

@@ -43,7 +43,7 @@ from ..providers.base import CancelOutcome, Checkout, Provider, provider_idempot
 from ..providers.registry import ProviderRegistry
 from ..repository.events import EventRepository
 from ..repository.payments import DuplicatePaymentKey, PaymentRepository
-from .provider_events import ProviderCallbacks
+from .provider_events import CallbackOutcome, ProviderCallbacks
 from .refunds import RefundResult, RefundService, validate_refund
 from .status_changes import ConcurrentUpdate, StatusChange, apply_status_change
 
@@ -317,13 +317,13 @@ class PaymentService:
 
     # ---- provider callbacks ------------------------------------------------
 
-    async def handle_provider_callback(self, callback: ProviderCallback) -> None:
+    async def handle_provider_callback(self, callback: ProviderCallback) -> CallbackOutcome:
         """A webhook at the per-payment URL (provider_events.py)."""
-        await self.callbacks.handle(callback)
+        return await self.callbacks.handle(callback)
 
-    async def handle_account_callback(self, provider_name: str, payload: bytes, signature: str) -> None:
+    async def handle_account_callback(self, provider_name: str, payload: bytes, signature: str) -> CallbackOutcome:
         """A webhook at a provider's account-level endpoint, e.g. Stripe's /webhooks/stripe."""
-        await self.callbacks.handle_account(provider_name, payload, signature)
+        return await self.callbacks.handle_account(provider_name, payload, signature)
 
     # ---- refunds ------------------------------------------------------------
 

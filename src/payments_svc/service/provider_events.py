@@ -1,9 +1,10 @@
 """Inbound provider webhooks, through two entrances: the reference's per-payment URL
 (`/webhooks/providers/{provider}/{hash}`, the hash names the payment) and a provider's
-account-level endpoint (`/webhooks/stripe`), where the event names its payment by the
-reference it carries in metadata or by the provider's ids of its objects.
+account-level endpoint (`/webhooks/stripe`, `/webhooks/vnpay`), where the event names its
+payment by the reference it carries in metadata or by the provider's ids of its objects.
 
-Either way the webhook is verified, every delivery is recorded with its outcome, and
+Either way the webhook is verified (and its amount, where the provider reports one, is
+the payment's), every delivery is recorded with its outcome, and
 each event id is applied once: its dedup row, the status change (through the
 transition table, so late or reordered events never regress), the refund ledger and
 the callback to the caller commit together or not at all.
@@ -12,18 +13,26 @@ the callback to the caller commit together or not at all.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import structlog
 
 from ..clock import utcnow
 from ..domain.enums import CallbackStatus, PaymentStatus
-from ..domain.errors import CallbackRejectedError, NotFoundError, ProviderError, ServiceUnavailableError, ValidationError
+from ..domain.errors import (
+    CallbackAmountMismatchError,
+    CallbackRejectedError,
+    NotFoundError,
+    ProviderError,
+    ServiceUnavailableError,
+    ValidationError,
+)
 from ..domain.payment import Payment, ProviderCallback
 from ..providers.base import (
     Provider,
     ProviderEvent,
-    RefundingProvider,
+    RefundListingProvider,
     RefundSnapshot,
     ReleasingProvider,
     provider_idempotency_key,
@@ -43,10 +52,18 @@ log = structlog.get_logger("payments.provider_events")
 MAX_APPLY_ATTEMPTS = 5
 
 
+@dataclass(frozen=True, slots=True)
+class CallbackOutcome:
+    """What became of an accepted callback (VNPay's IPN answer depends on it)."""
+
+    status: CallbackStatus  # PROCESSED, DUPLICATE or IGNORED
+    previous_status: PaymentStatus | None = None  # the payment's status before it was applied (PROCESSED)
+
+
 class ProviderCallbacks(ServicePart):
     """Part of PaymentService."""
 
-    async def handle(self, callback: ProviderCallback) -> None:
+    async def handle(self, callback: ProviderCallback) -> CallbackOutcome:
         """The per-payment URL. As the reference: the signature is checked before the
         hash is looked up (an unknown hash with a bad signature is 400, not 404)."""
         for value, message, field in (
@@ -73,9 +90,9 @@ class ProviderCallbacks(ServicePart):
             await self._record(record, CallbackStatus.REJECTED, event, payment_id=payment.id,
                                error="the event is about another payment than the callback hash's")
             raise CallbackRejectedError("the event is about another payment")
-        await self._apply(provider, payment, event, record)
+        return await self._apply(provider, payment, event, record)
 
-    async def handle_account(self, provider_name: str, payload: bytes, signature: str) -> None:
+    async def handle_account(self, provider_name: str, payload: bytes, signature: str) -> CallbackOutcome:
         """The provider's account-level endpoint: no hash, no API key; the provider's
         signature is the only authentication."""
         if not signature.strip():
@@ -94,13 +111,13 @@ class ProviderCallbacks(ServicePart):
         if payment is None:
             if not event.handled:  # e.g. customer.created: nothing of ours, nothing to do
                 await self._record(record, CallbackStatus.IGNORED, event, error=event.message)
-                return
+                return CallbackOutcome(CallbackStatus.IGNORED)
             # Not acknowledged: the provider retries, and an event that arrived before
             # the object it names was recorded applies then.
             await self._record(record, CallbackStatus.REJECTED, event, error="no payment for the event's objects")
             raise NotFoundError()
         record["callback_hash"] = payment.provider_callback_hash
-        await self._apply(provider, payment, event, record)
+        return await self._apply(provider, payment, event, record)
 
     async def _parse(self, provider: Provider, payload: bytes, signature: str, record: dict) -> ProviderEvent:
         try:
@@ -123,9 +140,13 @@ class ProviderCallbacks(ServicePart):
                 raise CallbackRejectedError(f"the event names objects of several payments: {sorted(owners)}")
             return await payments.get(owners.pop()) if owners else None
 
-    async def _apply(self, provider: Provider, payment: Payment, event: ProviderEvent, record: dict) -> None:
+    async def _apply(self, provider: Provider, payment: Payment, event: ProviderEvent, record: dict) -> CallbackOutcome:
+        if event.amount_cents is not None and event.amount_cents != payment.amount_cents:
+            reason = f"the event reports an amount of {event.amount_cents}, the payment is of {payment.amount_cents}"
+            await self._record(record, CallbackStatus.REJECTED, event, payment_id=payment.id, error=reason)
+            raise CallbackAmountMismatchError(reason)
         snapshots = list(event.refunds)
-        if event.refunds_of and isinstance(provider, RefundingProvider):
+        if event.refunds_of and isinstance(provider, RefundListingProvider):
             snapshots += await self._fetch_refunds(provider, payment, event, record)
         for _ in range(MAX_APPLY_ATTEMPTS):
             now = utcnow()
@@ -144,17 +165,17 @@ class ProviderCallbacks(ServicePart):
                     await ProviderObjectRepository(conn).register(provider.type, payment.id, owned, now)
             except DuplicateProviderEvent:
                 await self._record(record, CallbackStatus.DUPLICATE, event, payment_id=payment.id, error="event already processed")
-                return
+                return CallbackOutcome(CallbackStatus.DUPLICATE)
             except ConcurrentUpdate:
                 continue
             log.info("provider_callback_applied", payment_id=payment.id, event_type=event.event_type,
                      old_status=current.status.name, new_status=updated.status.name)
             if updated.status.is_terminal and not current.status.is_terminal:
                 await self._release(provider, updated)
-            return
+            return CallbackOutcome(CallbackStatus.PROCESSED, current.status)
         raise ServiceUnavailableError("payment is being updated concurrently; the provider should retry")
 
-    async def _fetch_refunds(self, provider: RefundingProvider, payment: Payment, event: ProviderEvent,
+    async def _fetch_refunds(self, provider: RefundListingProvider, payment: Payment, event: ProviderEvent,
                              record: dict) -> list[RefundSnapshot]:
         """The event says refunds changed without listing them: ask for the current ones."""
         try:

@@ -15,6 +15,7 @@ from .ops_routes import OpsRoutes
 from .routes import Routes
 from .sandbox_page import SandboxPages
 from .stripe_routes import StripeRoutes
+from .vnpay_routes import VnpayRoutes
 
 
 def build_http_app(
@@ -32,4 +33,6 @@ def build_http_app(
         SandboxPages(service, service.providers.get(ProviderType.SANDBOX)).register(app)
     if ProviderType.STRIPE in service.providers.enabled:
         StripeRoutes(service).register(app)
+    if ProviderType.VNPAY in service.providers.enabled:
+        VnpayRoutes(service).register(app)
     return app

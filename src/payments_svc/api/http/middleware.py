@@ -22,12 +22,13 @@ from ..untrusted_input import text_problem
 
 log = structlog.get_logger("payments.http")
 
-# Probes, operator endpoints and the customer-facing pages (sandbox checkout, Stripe's return page) are
-# reached without our headers; so is a browser's /favicon.ico probe (a plain 404, not a 400).
-OPEN_PREFIXES = ("/healthz", "/readyz", "/metrics", "/openapi.json", "/sandbox/", "/stripe/return", "/favicon.ico")
+# Probes, operator endpoints and the customer-facing pages (sandbox checkout, Stripe's and VNPay's return
+# pages) are reached without our headers; so is a browser's /favicon.ico probe (a plain 404, not a 400).
+OPEN_PREFIXES = ("/healthz", "/readyz", "/metrics", "/openapi.json", "/sandbox/", "/stripe/return", "/vnpay/return",
+                 "/favicon.ico")
 # Webhooks a provider calls directly: no X-Request-ID or API key, the provider's
 # signature is their authentication.
-SIGNED_PATHS = ("/webhooks/stripe",)
+SIGNED_PATHS = ("/webhooks/stripe", "/webhooks/vnpay")
 # Logged and counted for a client that left mid-request (nginx's "client closed request").
 CLIENT_CLOSED_REQUEST = 499
 

@@ -211,6 +211,8 @@ def build_openapi(providers: Collection[ProviderType] | None = None) -> dict[str
         "reason": {"type": ["string", "null"], "enum": ["", "duplicate", "fraudulent", "requested_by_customer", None]}}}
     schemas["Error"] = ERROR_SCHEMA
     signed_webhook = {"name": "Stripe-Signature", "in": "header", "required": True, "schema": {"type": "string"}}
+    schemas["VnpayIpnAnswer"] = {"type": "object", "required": ["RspCode", "Message"], "properties": {
+        "RspCode": {"type": "string", "enum": ["00", "01", "02", "04", "97", "99"]}, "Message": {"type": "string"}}}
     paths = {
         "/health": {"get": {"operationId": "Health", "parameters": [REQUEST_ID], "responses": _responses(200, "HealthResponse")}},
         "/healthz": {"get": {"operationId": "Liveness", "description": "Liveness probe; no headers needed.", "security": [],
@@ -269,6 +271,15 @@ def build_openapi(providers: Collection[ProviderType] | None = None) -> dict[str
             "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}},
             "responses": {k: v for k, v in _responses(200, "MessageResponse", 404, 408, 413, echoed=False).items()
                           if k not in ("401", "403")}}}
+    if providers is None or ProviderType.VNPAY in providers:
+        paths["/webhooks/vnpay"] = {"get": {
+            "operationId": "VnpayIpn", "security": [],
+            "description": "VNPay's IPN URL: no X-Request-ID or X-API-Key, the vnp_* query parameters' vnp_SecureHash "
+                           "authenticates. Always 200 with VNPay's answer: 00 confirmed, 01 order not found, 02 already "
+                           "confirmed, 04 invalid amount, 97 invalid signature, 99 unknown error (VNPay retries).",
+            "parameters": [{"name": "vnp_SecureHash", "in": "query", "required": True, "schema": {"type": "string"}}],
+            "responses": {"200": {"description": "VNPay's answer", "content": {"application/json": {
+                "schema": {"$ref": "#/components/schemas/VnpayIpnAnswer"}}}}}}}
     # Links from a created payment to the operations on it (for clients and stateful testing).
     paths["/payments"]["post"]["responses"]["201"]["links"] = {
         op: {"operationId": op, "parameters": {"id": "$response.body#/payment/id"}}

@@ -74,7 +74,7 @@ async def client(auth, server):
 async def _both_unavailable(client: Client) -> None:
     """One request per transport: UNAVAILABLE, never UNAUTHENTICATED."""
     answer = await client.http("GET", "/health")
-    assert (answer.status, answer.body) == (503, {"error": AUTH_UNAVAILABLE})
+    assert (answer.status, answer.body) == (503, {"error": AUTH_UNAVAILABLE, "code": "unavailable"})
     assert await client.rpc("Health", pb.HealthRequest()) == (grpc.StatusCode.UNAVAILABLE, AUTH_UNAVAILABLE)
 
 
@@ -151,7 +151,7 @@ async def test_auth_refusing_our_own_app_api_key_is_unavailable_and_logged_with_
             for _ in range(10):
                 await _both_unavailable(client)
                 answer = await client.http("POST", "/payments", create_body())
-                assert (answer.status, answer.body) == (503, {"error": AUTH_UNAVAILABLE})
+                assert (answer.status, answer.body) == (503, {"error": AUTH_UNAVAILABLE, "code": "unavailable"})
             assert fake.count(APP_API_KEY) <= 2  # our own key is checked now and then, not per request
             logged = [line for line in log_lines(server, since) if line.get("event") == "auth_refuses_app_api_key"]
             assert 1 <= len(logged) <= 2 and logged[0]["level"] == "error" and "APP_API_KEY" in logged[0]["message"]

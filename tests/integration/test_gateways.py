@@ -83,7 +83,7 @@ async def _the_reference_gateway_flow(wire: Wire, gateway: str, shop: str, unlis
     assert (await wire.http(shop, "GET", f"/payments/{made['billing'][0]['id']}"))[0] == 404
     # A gateway the operator did not name is an ordinary caller.
     assert await wire.http(unlisted, "POST", "/payments", _body("shop")) == (
-        403, {"error": "this api key may not act for caller_service 'shop'"})
+        403, {"error": "this api key may not act for caller_service 'shop'", "code": "permission_denied", "field": "caller_service"})
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await wire.rpc(unlisted, "CreatePayment", pb.CreatePaymentRequest(**_body("billing")))
     assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED

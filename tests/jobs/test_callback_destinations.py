@@ -268,7 +268,7 @@ async def test_both_transports_answer_invalid_argument_naming_the_field(tmp_path
             async with session.post(server.http_url + "/payments", json=body, headers=headers) as resp:
                 assert (resp.status, await resp.json()) == (400, {"error": (
                     "status_callback_url host '169.254.169.254' is a cloud metadata address; "
-                    "status callbacks are never sent there")})
+                    "status callbacks are never sent there"), "code": "invalid_argument", "field": "status_callback_url"})
             body["status_callback_url"] = "http://[::ffff:7f00:1]:8080/cb"
             async with session.post(server.http_url + "/payments", json=body, headers=headers) as resp:
                 assert resp.status == 400

@@ -123,7 +123,8 @@ class Database:
     connection to the last row; None: unbounded). A step that finds the database away
     raises ServiceUnavailableError; the first such step of an outage logs the cause
     once (`database_unavailable`), the first step that succeeds again logs its end and
-    renews the pools."""
+    renews the pools. A database never reached is no outage: the command starting up
+    reports it itself, on one line."""
 
     def __init__(self, engine: AsyncEngine, *, read_engine: AsyncEngine | None = None,
                  statement_timeout: float | None = None):
@@ -132,6 +133,7 @@ class Database:
         self._statement_timeout = statement_timeout
         self._outage_since: float | None = None  # time.monotonic() of the outage's first failure
         self._outage_failures = 0
+        self._reached = False
 
     @property
     def dialect(self) -> str:
@@ -162,6 +164,7 @@ class Database:
             raise unavailable from exc
         if self._outage_since is not None:
             await self._end_outage()
+        self._reached = True
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
@@ -184,6 +187,7 @@ class Database:
             raise unavailable from exc
         if self._outage_since is not None:
             await self._end_outage()
+        self._reached = True
 
     async def ping(self, timeout: float | None = None) -> None:
         """SELECT 1 within `timeout` (default: the statement timeout). Raises the driver's
@@ -203,16 +207,18 @@ class Database:
         self._outage_failures += 1
         if self._outage_since is None:
             self._outage_since = time.monotonic()
-            log.error("database_unavailable", error=describe(exc, self._statement_timeout),
-                      message="requests and jobs answer UNAVAILABLE (503) until the database is back")
+            if self._reached:
+                log.error("database_unavailable", error=describe(exc, self._statement_timeout),
+                          message="requests and jobs answer UNAVAILABLE (503) until the database is back")
         return ServiceUnavailableError(UNAVAILABLE_MESSAGE)
 
     async def _end_outage(self) -> None:
         """The first step to succeed after an outage. Pooled connections that sat idle
         through it may be dead without knowing it: replace them all now, rather than let
         each fail the step that picks it up (after a job claimed its rows, say)."""
-        log.warning("database_available", outage_seconds=round(time.monotonic() - self._outage_since, 3),
-                    failed_steps=self._outage_failures)
+        if self._reached:
+            log.warning("database_available", outage_seconds=round(time.monotonic() - self._outage_since, 3),
+                        failed_steps=self._outage_failures)
         self._outage_since, self._outage_failures = None, 0
         for engine in (self.engine, self._read_engine):
             if engine is not None:

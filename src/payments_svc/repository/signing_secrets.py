@@ -9,6 +9,8 @@ the old or the new one both verify it."""
 
 from __future__ import annotations
 
+import asyncio
+import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -19,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..db.engine import Database
 from ..db.tables import signing_secrets
+from ..domain.errors import ServiceUnavailableError
 from ..webhooks_signing import generate_secret
 
 MYSQL_DEADLOCK = 1213
@@ -119,14 +122,29 @@ async def current_signing_secrets(
 
 
 async def _create_if_none(db: Database, caller_service: str, now: datetime) -> bool:
-    # Two first uses at once on MySQL: both lock the same empty index gap, both insert,
-    # InnoDB rolls one back as a deadlock; that one then finds the other's secret.
+    # Concurrent first uses on MySQL: all lock the same empty index gap, all insert, InnoDB
+    # rolls back all but one as deadlocks; a retry after a short random pause then finds
+    # the winner's secret. Every round has a winner, so the attempts bound the processes
+    # that may race here at once.
     attempt = 1
     while True:
         try:
             async with db.transaction() as conn:
                 return await SigningSecretRepository(conn).create_if_none(caller_service, now)
-        except OperationalError as exc:
-            if attempt == 3 or getattr(exc.orig, "args", (None,))[0] != MYSQL_DEADLOCK:
+        except (OperationalError, ServiceUnavailableError) as exc:
+            if attempt == _FIRST_USE_ATTEMPTS or not _is_deadlock(exc):
                 raise
         attempt += 1
+        await asyncio.sleep(random.uniform(0.005, 0.05))
+
+
+_FIRST_USE_ATTEMPTS = 10
+
+
+def _is_deadlock(exc: BaseException | None) -> bool:
+    while exc is not None:
+        orig = getattr(exc, "orig", None)
+        if getattr(orig, "args", (None,))[:1] == (MYSQL_DEADLOCK,):
+            return True
+        exc = exc.__cause__
+    return False

@@ -138,4 +138,6 @@ def every_route(payment_id: int, callback_hash: str) -> list[tuple[str, str, dic
         ("GET", f"/payments/{payment_id}/events", None),
         ("POST", f"/payments/{payment_id}/callbacks/replay", None),
         ("POST", f"/webhooks/providers/sandbox/{callback_hash}", {"payload": "{}", "signature": "t=1,v1=00"}),
+        ("GET", f"/sandbox/checkout/{callback_hash}", None),  # the buyer's page: "retry", never "unknown"
+        ("POST", f"/sandbox/checkout/{callback_hash}/pay", None),
     ]

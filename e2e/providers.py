@@ -231,7 +231,7 @@ class VnpayDriver(Driver):
 def stripe_available() -> str | None:
     """None, or why the Stripe lifecycles cannot run."""
     if not module_exists("payments_svc.providers.stripe"):
-        return "src/payments_svc/providers/stripe.py has not landed"
+        return "src/payments_svc/providers/stripe/ has not landed"
     if not module_exists("tests.fakes.stripe_server"):
         return "tests/fakes/stripe_server.py (FakeStripe) is missing"
     from tests.fakes.stripe_server import DEFAULT_SPEC_DIR
@@ -243,7 +243,7 @@ def stripe_available() -> str | None:
 
 def stellar_available() -> str | None:
     if not module_exists("payments_svc.providers.stellar"):
-        return "src/payments_svc/providers/stellar.py has not landed"
+        return "src/payments_svc/providers/stellar/ has not landed"
     if not module_exists("tests.fakes.horizon_server"):
         return "tests/fakes/horizon_server.py (FakeHorizon) is missing"
     from payments_svc.cli import main

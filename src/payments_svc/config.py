@@ -13,9 +13,9 @@ from pathlib import Path
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 from .callback_policy import CallbackDestinations, IPNetwork, parse_host_pattern, parse_network
-from .providers.stripe_settings import StripeSettings, stripe_settings_from_env
+from .providers.stellar.settings import StellarSettings, stellar_settings_from_env
+from .providers.stripe.settings import StripeSettings, stripe_settings_from_env
 from .providers.vnpay.settings import VnpayCredentials, vnpay_credentials_from_env
-from .stellar.settings import StellarSettings, stellar_settings_from_env
 from .webhooks_signing import secret_key
 
 

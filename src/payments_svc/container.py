@@ -17,9 +17,9 @@ from .config import ConfigError, Settings
 from .db.engine import Database, open_database
 from .db.migrate import schema_state
 from .providers.registry import ProviderRegistry
-from .providers.sandbox import SandboxProvider
-from .providers.stellar import StellarProvider
-from .providers.stripe import StripeProvider
+from .providers.sandbox.provider import SandboxProvider
+from .providers.stellar.provider import StellarProvider
+from .providers.stripe.provider import StripeProvider
 from .providers.vnpay.provider import VnpayProvider
 from .service.payments import PaymentService
 

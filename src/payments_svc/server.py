@@ -168,7 +168,7 @@ def _start_workers(container: Container, stop: asyncio.Event) -> dict[str, async
     )
     tasks = {job.name: asyncio.create_task(run(job, interval), name=job.name) for job, interval in jobs}
     if settings.stellar is not None:
-        from .stellar.feed import WatcherHealth, stall_seconds, watch
+        from .providers.stellar.feed import WatcherHealth, stall_seconds, watch
 
         # Its health is in the logs and metrics here; the refused feed does not stop the server.
         health = WatcherHealth(stall_seconds(settings.stellar))

@@ -19,7 +19,7 @@ import pymysql
 import pytest
 
 from payments_svc.gen import payments_pb2 as pb
-from payments_svc.providers.sandbox import sign
+from payments_svc.providers.sandbox.provider import sign
 
 from ..jobs.helpers import SHOP_SECRET, JobProcess, Receiver
 from ..support import MYSQL_HOST, MYSQL_PORT, ServerProcess, _mysql_connect, base_env, cli, create_key, new_database, wait_until

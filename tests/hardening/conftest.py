@@ -140,7 +140,7 @@ def seeded(deployment) -> list[dict]:
     first on the package's fresh database): pending ones, and one paid (refundable)."""
     import requests
 
-    from payments_svc.providers.sandbox import sign
+    from payments_svc.providers.sandbox.provider import sign
 
     headers = {"X-API-Key": deployment.api_key, "Content-Type": "application/json"}
     payments = []

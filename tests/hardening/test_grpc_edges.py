@@ -15,7 +15,7 @@ from google.rpc import error_details_pb2, status_pb2
 
 from payments_svc.gen import payments_pb2 as pb
 from payments_svc.gen import payments_pb2_grpc
-from payments_svc.providers.sandbox import sign
+from payments_svc.providers.sandbox.provider import sign
 
 from ..support import wait_until
 from .conftest import SANDBOX_SECRET, metric_value, new_id

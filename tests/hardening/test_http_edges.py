@@ -11,7 +11,7 @@ import json
 import aiohttp
 import pytest
 
-from payments_svc.providers.sandbox import sign
+from payments_svc.providers.sandbox.provider import sign
 from tests.fakes.stripe_server import sign_event
 
 from ..support import wait_until

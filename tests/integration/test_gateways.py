@@ -14,7 +14,7 @@ import pytest
 
 from payments_svc.gen import payments_pb2 as pb
 from payments_svc.gen import payments_pb2_grpc
-from payments_svc.providers.sandbox import sign
+from payments_svc.providers.sandbox.provider import sign
 
 from ..fakes.auth_server import FakeAuth
 from ..support import ServerProcess, base_env, cli, create_key, new_database

@@ -24,7 +24,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoRe
 
 from payments_svc.gen import payments_pb2 as pb
 from payments_svc.gen import payments_pb2_grpc
-from payments_svc.providers.sandbox import sign
+from payments_svc.providers.sandbox.provider import sign
 
 from ..support import ServerProcess, base_env, cli, create_key, new_database
 

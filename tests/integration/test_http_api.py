@@ -23,7 +23,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from payments_svc.providers.sandbox import sign
+from payments_svc.providers.sandbox.provider import sign
 
 from ..conftest import BACKENDS
 from ..support import ServerProcess, base_env, cli, create_key, new_database, wait_until

@@ -30,7 +30,7 @@ from payments_svc.domain.errors import (
 from payments_svc.domain.payment import CreatePaymentCommand, ListPaymentsQuery, ProviderCallback
 from payments_svc.providers.base import CancelOutcome
 from payments_svc.providers.registry import ProviderRegistry
-from payments_svc.providers.sandbox import SandboxProvider
+from payments_svc.providers.sandbox.provider import SandboxProvider
 
 SHOP = Caller("shop")
 

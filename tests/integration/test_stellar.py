@@ -30,10 +30,10 @@ from payments_svc.domain.payment import Payment
 from payments_svc.gen import payments_pb2 as pb
 from payments_svc.jobs.expire import PendingExpirer
 from payments_svc.jobs.reconcile import Reconciler
+from payments_svc.providers.stellar.feed import WatcherHealth, stall_seconds, watch
+from payments_svc.providers.stellar.instructions import StellarInstructions
+from payments_svc.providers.stellar.sync import FeedRefused, HorizonUnavailable, sync_stellar_payments
 from payments_svc.repository.payments import PaymentRepository
-from payments_svc.stellar.feed import WatcherHealth, stall_seconds, watch
-from payments_svc.stellar.instructions import StellarInstructions
-from payments_svc.stellar.sync import FeedRefused, HorizonUnavailable, sync_stellar_payments
 
 from ..fakes.horizon_server import FakeHorizon
 from ..support import wait_until

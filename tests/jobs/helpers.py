@@ -30,7 +30,7 @@ from payments_svc.db.tables import callback_deliveries, payments
 from payments_svc.domain.enums import DeliveryStatus, PaymentStatus
 from payments_svc.domain.payment import CreatePaymentCommand
 from payments_svc.providers.base import CancelOutcome
-from payments_svc.providers.sandbox import SandboxProvider
+from payments_svc.providers.sandbox.provider import SandboxProvider
 
 from ..support import REPO, base_env
 

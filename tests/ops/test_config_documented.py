@@ -8,8 +8,8 @@ import re
 import pytest
 
 import payments_svc.config as config
-import payments_svc.providers.stripe_settings as stripe_settings
-import payments_svc.stellar.settings as stellar_settings
+import payments_svc.providers.stellar.settings as stellar_settings
+import payments_svc.providers.stripe.settings as stripe_settings
 
 from .envvars import DOC, ENV_NAME, code_env_vars, doc_table_vars, scan_file
 

@@ -1,4 +1,4 @@
-"""What each Stripe event means (stripe_events.parse_event), on hand-made events in the
+"""What each Stripe event means (providers.stripe.events.parse_event), on hand-made events in the
 shapes of several API versions."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import pytest
 from payments_svc.domain.enums import PaymentStatus
 from payments_svc.domain.errors import CallbackRejectedError
 from payments_svc.domain.refund import RefundStatus
-from payments_svc.providers.stripe_events import parse_event
+from payments_svc.providers.stripe.events import parse_event
 
 REF = {"payment_id": "7", "request_id": "req-7", "callback_hash": "hash-7"}
 

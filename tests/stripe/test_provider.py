@@ -15,8 +15,8 @@ from payments_svc.domain.enums import PaymentMethod, PaymentStatus, PaymentType,
 from payments_svc.domain.errors import CallbackRejectedError, ErrorKind, ProviderError, ValidationError
 from payments_svc.domain.payment import CreatePaymentCommand, Payment
 from payments_svc.providers.base import CancelOutcome
-from payments_svc.providers.stripe import StripeProvider
-from payments_svc.providers.stripe_settings import StripeSettings
+from payments_svc.providers.stripe.provider import StripeProvider
+from payments_svc.providers.stripe.settings import StripeSettings
 from tests.fakes.stripe_server import FakeStripe, sign_event
 
 SECRET, OLD_SECRET = "whsec_provider_tests_new", "whsec_provider_tests_old"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from payments_svc.domain.currencies import exponent, format_amount
-from payments_svc.providers.stripe_amounts import amount_problem, from_stripe, to_stripe
+from payments_svc.providers.stripe.amounts import amount_problem, from_stripe, to_stripe
 
 
 @pytest.mark.parametrize("currency, digits", [

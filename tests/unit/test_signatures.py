@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from payments_svc.domain.errors import CallbackRejectedError
-from payments_svc.providers import sandbox
+from payments_svc.providers.sandbox import provider as sandbox
 from payments_svc.webhooks_signing import signature_header
 
 # The Standard Webhooks specification's published example (standard-webhooks/standard-webhooks,

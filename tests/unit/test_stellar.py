@@ -10,17 +10,17 @@ import pytest
 from stellar_sdk import Keypair
 
 from payments_svc.config import ConfigError, load_settings
-from payments_svc.stellar.feed import HorizonHistory, retry_after, retry_delay
-from payments_svc.stellar.instructions import (
+from payments_svc.providers.stellar.feed import HorizonHistory, retry_after, retry_delay
+from payments_svc.providers.stellar.instructions import (
     StellarInstructions,
     amount_to_stroops,
     cents_to_amount,
     payment_memo,
     stroops_to_amount,
 )
-from payments_svc.stellar.records import MalformedRecord, parse_record
-from payments_svc.stellar.settings import StellarAsset
-from payments_svc.stellar.sync import FeedRefused, HorizonUnavailable
+from payments_svc.providers.stellar.records import MalformedRecord, parse_record
+from payments_svc.providers.stellar.settings import StellarAsset
+from payments_svc.providers.stellar.sync import FeedRefused, HorizonUnavailable
 
 ACCOUNT = Keypair.random().public_key
 ISSUER = Keypair.random().public_key

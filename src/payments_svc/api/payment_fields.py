@@ -9,8 +9,8 @@ from ..clock import rfc3339
 from ..domain.enums import ProviderType
 from ..domain.payment import Payment, PaymentEvent
 from ..domain.refund import Refund
+from ..providers.stellar.instructions import StellarInstructions
 from ..repository.deliveries import CallbackDelivery
-from ..stellar.instructions import StellarInstructions
 
 
 def payment_fields(p: Payment, delivery: CallbackDelivery | None = None) -> dict[str, Any]:

@@ -23,9 +23,9 @@ from ..domain.enums import PaymentStatus, ProviderType
 from ..domain.errors import ErrorKind, ProviderError
 from ..domain.payment import Payment
 from ..providers.base import CancelOutcome, provider_idempotency_key
+from ..providers.stellar.sync import FeedRefused, HorizonUnavailable, sync_stellar_payments
 from ..repository.payment_jobs import ClaimedPayment, PaymentJobRepository
 from ..service.payments import PaymentService
-from ..stellar.sync import FeedRefused, HorizonUnavailable, sync_stellar_payments
 from .changes import change_to
 from .lanes import by_provider
 from .runner import BatchResult, ItemResult, claim_transaction, lease_seconds, run_items, settle

@@ -26,9 +26,9 @@ from ..clock import utcnow
 from ..domain.enums import PaymentStatus, ProviderType
 from ..domain.errors import ProviderError, ServiceUnavailableError
 from ..domain.payment import Payment
+from ..providers.stellar.sync import FeedRefused, HorizonUnavailable, sync_stellar_payments
 from ..repository.payment_jobs import ClaimedPayment, PaymentJobRepository
 from ..service.payments import PaymentService
-from ..stellar.sync import FeedRefused, HorizonUnavailable, sync_stellar_payments
 from .changes import change_to
 from .lanes import add, by_provider
 from .runner import BatchResult, ItemResult, claim_transaction, lease_seconds, run_items, settle

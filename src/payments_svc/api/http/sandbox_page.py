@@ -18,7 +18,7 @@ from ...domain.currencies import format_amount
 from ...domain.enums import PaymentStatus
 from ...domain.errors import NotFoundError
 from ...domain.payment import Payment, ProviderCallback
-from ...providers.sandbox import OUTCOMES, SandboxProvider
+from ...providers.sandbox.provider import OUTCOMES, SandboxProvider
 from ...service.payments import PaymentService
 
 OPEN = (PaymentStatus.PENDING, PaymentStatus.PROCESSING)

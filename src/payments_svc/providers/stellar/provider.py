@@ -1,16 +1,16 @@
 """Stellar: the buyer sends a payment with the payment's memo to our receiving
 account; `payments-svc stellar watch` (and reconcile) read the account's payments
-from Horizon and credit them (see payments_svc.stellar). Nothing is created on the
+from Horizon and credit them (see this package). Nothing is created on the
 network: create only hands out instructions, and cancel has nothing to stop."""
 
 from __future__ import annotations
 
-from ..domain.enums import PaymentStatus, PaymentType, ProviderType
-from ..domain.errors import CallbackRejectedError, ProviderError, ValidationError
-from ..domain.payment import CreatePaymentCommand, Payment
-from ..stellar.instructions import StellarInstructions, cents_to_amount, payment_memo
-from ..stellar.settings import StellarSettings
-from .base import CancelOutcome, Checkout, ProviderEvent
+from ...domain.enums import PaymentStatus, PaymentType, ProviderType
+from ...domain.errors import CallbackRejectedError, ProviderError, ValidationError
+from ...domain.payment import CreatePaymentCommand, Payment
+from ..base import CancelOutcome, Checkout, ProviderEvent
+from .instructions import StellarInstructions, cents_to_amount, payment_memo
+from .settings import StellarSettings
 
 
 class StellarProvider:

@@ -15,17 +15,17 @@ from typing import Any
 import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from .. import metrics
-from ..clock import utcnow
-from ..db.engine import Database
-from ..domain.enums import PaymentStatus, StellarOperationStatus
-from ..domain.payment import Payment
-from ..repository.stellar import (
+from ... import metrics
+from ...clock import utcnow
+from ...db.engine import Database
+from ...domain.enums import PaymentStatus, StellarOperationStatus
+from ...domain.payment import Payment
+from ...repository.stellar import (
     StellarCursorRepository,
     StellarOperationRepository,
     find_stellar_payment,
 )
-from ..service.status_changes import StatusChange, apply_status_change
+from ...service.status_changes import StatusChange, apply_status_change
 from .instructions import STROOPS_PER_CENT, StellarInstructions, stroops_to_amount
 from .records import FeedRecord, IncomingPayment
 from .settings import StellarAsset

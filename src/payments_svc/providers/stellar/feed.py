@@ -38,10 +38,10 @@ from stellar_sdk import ServerAsync
 from stellar_sdk.client.aiohttp_client import AiohttpClient
 from stellar_sdk.exceptions import BaseHorizonError, BaseRequestError
 
-from .. import metrics
-from ..clock import utcnow
-from ..db.engine import Database
-from ..repository.stellar import StellarCursorRepository, StellarOperationRepository
+from ... import metrics
+from ...clock import utcnow
+from ...db.engine import Database
+from ...repository.stellar import StellarCursorRepository, StellarOperationRepository
 from .crediting import CursorMoved, Unreadable, apply_records, record_json
 from .records import FeedRecord, MalformedRecord, parse_record
 from .settings import StellarSettings, is_paging_token

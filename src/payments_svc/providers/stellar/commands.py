@@ -8,8 +8,8 @@ import signal
 import click
 import structlog
 
-from ..cli_settings import command_settings, run_command
-from ..config import Settings
+from ...cli_settings import command_settings, run_command
+from ...config import Settings
 
 log = structlog.get_logger("payments.stellar")
 
@@ -40,9 +40,9 @@ def watch(ctx: click.Context, worker: bool) -> None:
 
 
 async def _watch(settings: Settings, worker: bool) -> int | None:
-    from ..container import check_schema
-    from ..db.engine import open_database
-    from ..metrics import serve_worker_metrics
+    from ...container import check_schema
+    from ...db.engine import open_database
+    from ...metrics import serve_worker_metrics
     from .sync import FeedRefused, HorizonUnavailable, sync_stellar_payments
 
     db = open_database(settings)

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..domain.enums import PaymentStatus
-from ..domain.errors import CallbackRejectedError
-from ..domain.refund import RefundStatus
-from .base import ProviderEvent, RefundSnapshot
-from .stripe_amounts import from_stripe
+from ...domain.enums import PaymentStatus
+from ...domain.errors import CallbackRejectedError
+from ...domain.refund import RefundStatus
+from ..base import ProviderEvent, RefundSnapshot
+from .amounts import from_stripe
 
 # Metadata keys on every Stripe object we create (names kept from the reference, whose
 # gateway routes by callback_hash).

@@ -13,7 +13,7 @@ cases"). The exceptions:
 
 from __future__ import annotations
 
-from ..domain.currencies import exponent
+from ...domain.currencies import exponent
 
 # Currencies whose Stripe exponent differs from ISO 4217's.
 STRIPE_EXPONENTS = {"ISK": 2, "MGA": 0}

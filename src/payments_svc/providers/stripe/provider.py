@@ -25,14 +25,14 @@ from typing import Any, TypeVar
 import stripe
 import structlog
 
-from ..domain.enums import PaymentMethod, PaymentStatus, PaymentType, ProviderType
-from ..domain.errors import CallbackRejectedError, ErrorKind, ProviderError, ValidationError
-from ..domain.payment import CreatePaymentCommand, Payment
-from ..domain.refund import Refund
-from ..domain.validation import METADATA_MAX_KEYS, check_iso_currency
-from .base import CancelOutcome, Checkout, ProviderEvent, RefundSnapshot
-from .stripe_amounts import amount_problem, to_stripe
-from .stripe_events import (
+from ...domain.enums import PaymentMethod, PaymentStatus, PaymentType, ProviderType
+from ...domain.errors import CallbackRejectedError, ErrorKind, ProviderError, ValidationError
+from ...domain.payment import CreatePaymentCommand, Payment
+from ...domain.refund import Refund
+from ...domain.validation import METADATA_MAX_KEYS, check_iso_currency
+from ..base import CancelOutcome, Checkout, ProviderEvent, RefundSnapshot
+from .amounts import amount_problem, to_stripe
+from .events import (
     META_CALLBACK_HASH,
     META_PAYMENT_ID,
     META_REFUND_ID,
@@ -43,7 +43,7 @@ from .stripe_events import (
     refund_snapshot,
     session_status,
 )
-from .stripe_settings import StripeSettings
+from .settings import StripeSettings
 
 log = structlog.get_logger("payments.stripe")
 

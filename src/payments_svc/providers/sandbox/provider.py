@@ -11,12 +11,12 @@ import json
 import time
 import uuid
 
-from ..domain.enums import PaymentStatus, ProviderType
-from ..domain.errors import CallbackRejectedError
-from ..domain.payment import CreatePaymentCommand, Payment
-from ..domain.refund import Refund, RefundStatus
-from ..domain.validation import check_iso_currency
-from .base import CancelOutcome, Checkout, ProviderEvent, RefundSnapshot
+from ...domain.enums import PaymentStatus, ProviderType
+from ...domain.errors import CallbackRejectedError
+from ...domain.payment import CreatePaymentCommand, Payment
+from ...domain.refund import Refund, RefundStatus
+from ...domain.validation import check_iso_currency
+from ..base import CancelOutcome, Checkout, ProviderEvent, RefundSnapshot
 
 SIGNATURE_TOLERANCE_SECONDS = 300
 OUTCOMES = {"pay": ("payment.succeeded", PaymentStatus.PAID), "decline": ("payment.failed", PaymentStatus.FAILED)}

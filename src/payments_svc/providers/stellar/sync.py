@@ -4,8 +4,8 @@ Stellar is configured."""
 
 from __future__ import annotations
 
-from ..config import Settings
-from ..db.engine import Database
+from ...config import Settings
+from ...db.engine import Database
 
 
 class HorizonUnavailable(Exception):

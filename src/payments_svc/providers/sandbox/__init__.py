@@ -1,0 +1,1 @@
+"""The sandbox provider, for development and tests (provider.py)."""

@@ -1,4 +1,4 @@
--- payments-svc schema for MariaDB 10.6+ / MySQL 8, at the head migration (0002), for reading.
+-- payments-svc schema for MariaDB 10.6+ / MySQL 8, at the head migration (0003), for reading.
 -- It is what `payments-svc db migrate` makes (the migrations in src/payments_svc/db/migrations/,
 -- from the tables in src/payments_svc/db/tables.py, and tests/mysql/test_schema.py proves all three
 -- agree). To apply SQL by hand, use `payments-svc db migrate --sql`, which also records the
@@ -49,6 +49,8 @@ CREATE TABLE IF NOT EXISTS payments (
   job_lease_until DATETIME(6) NULL,
   created_at DATETIME(6) NOT NULL,
   updated_at DATETIME(6) NOT NULL,
+  -- The provider account it was created with (provider_accounts.id); NULL: the default account.
+  provider_account_id BIGINT UNSIGNED NULL,
   PRIMARY KEY (id),
   UNIQUE KEY idx_payments_caller_request_id (caller_service, request_id),
   UNIQUE KEY idx_payments_provider_callback_hash (provider, provider_callback_hash),
@@ -240,6 +242,22 @@ CREATE TABLE IF NOT EXISTS api_keys (
   PRIMARY KEY (id),
   UNIQUE KEY idx_api_keys_key_hash (key_hash),
   KEY idx_api_keys_service (service_name)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+-- A caller service's own credentials at a provider. secret_key and webhook_secret are
+-- AES-256-GCM ciphertexts ("<key id>:<base64>") bound to the row and field; never plaintext.
+CREATE TABLE IF NOT EXISTS provider_accounts (
+  id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT,
+  caller_service VARCHAR(128) COLLATE utf8mb4_nopad_bin NOT NULL,
+  provider SMALLINT NOT NULL,
+  enabled BOOL NOT NULL DEFAULT 1,
+  settings_json TEXT NOT NULL,
+  secret_key TEXT NOT NULL,
+  webhook_secret TEXT NULL,
+  created_at DATETIME(6) NOT NULL,
+  updated_at DATETIME(6) NOT NULL,
+  PRIMARY KEY (id),
+  KEY idx_provider_accounts_caller (caller_service, provider)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 
 -- The version record of the releases before versioned migrations, kept holding version 1 so

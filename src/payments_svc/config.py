@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
+from .accounts.encryption import EncryptionKeyError, EncryptionKeys, parse_keys
 from .callback_policy import CallbackDestinations, IPNetwork, parse_host_pattern, parse_network
 from .providers.stellar.settings import StellarSettings, stellar_settings_from_env
 from .providers.stripe.settings import StripeSettings, stripe_settings_from_env
@@ -241,6 +242,8 @@ class Settings:
     stellar: StellarSettings | None = None  # None: the Stellar provider is disabled
     stripe: StripeSettings | None = None  # None: Stripe is disabled (no STRIPE_SECRET_KEY)
     vnpay: VnpayCredentials | None = None  # the default VNPay account; None: VNPay is disabled (no VNPAY_TMN_CODE)
+    encryption_keys: EncryptionKeys | None = field(default=None, repr=False)  # provider accounts' secrets
+    account_cache_seconds: float = 30.0  # how long a process uses an account's credentials before reading them again
 
     @property
     def is_production(self) -> bool:
@@ -274,6 +277,13 @@ def _stripe(environ) -> StripeSettings | None:
     try:
         return stripe_settings_from_env(environ)
     except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _encryption_keys(environ) -> EncryptionKeys | None:
+    try:
+        return parse_keys(environ.get("PAYMENTS_ENCRYPTION_KEYS"))
+    except EncryptionKeyError as exc:
         raise ConfigError(str(exc)) from None
 
 
@@ -366,4 +376,6 @@ def load_settings(environ: dict[str, str] | None = None, *, base_dir: Path | Non
         stellar=_stellar(env),
         stripe=_stripe(env),
         vnpay=_vnpay(env),
+        encryption_keys=_encryption_keys(env),
+        account_cache_seconds=float(_int(env, "PAYMENTS_ACCOUNT_CACHE_SECONDS", 30, minimum=0)),
     )

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import structlog
 
+from .accounts.credentials import AccountCredentials
+from .accounts.encryption import UndecryptableError
+from .accounts.resolver import AccountProviders
+from .accounts.store import AccountKeysMissing, AccountStore
 from .auth.authenticators import (
     Authenticator,
     BuiltinKeyAuthenticator,
@@ -16,11 +21,14 @@ from .auth.authenticators import (
 from .config import ConfigError, Settings
 from .db.engine import Database, open_database
 from .db.migrate import schema_state
+from .domain.enums import ProviderType
 from .providers.registry import ProviderRegistry
 from .providers.sandbox.provider import SandboxProvider
 from .providers.stellar.provider import StellarProvider
 from .providers.stripe.provider import StripeProvider
+from .providers.stripe.settings import StripeSettings
 from .providers.vnpay.provider import VnpayProvider
+from .providers.vnpay.settings import VnpayCredentials
 from .service.payments import PaymentService
 
 log = structlog.get_logger("payments.container")
@@ -40,7 +48,25 @@ class Container:
         await self.db.close()
 
 
-def build_providers(settings: Settings) -> ProviderRegistry:
+def account_provider(settings: Settings, account: AccountCredentials):
+    """The provider a caller's provider account is served by: the default account's
+    kind of provider, with the account's credentials."""
+    if account.provider == ProviderType.STRIPE:
+        base = settings.stripe or StripeSettings(secret_key="", webhook_secrets=())
+        stripe_settings = dataclasses.replace(base, secret_key=account.secret_key, webhook_secrets=account.webhook_secrets,
+                                              api_base=account.settings["api_base"])
+        return StripeProvider(stripe_settings, public_base_url=settings.public_base_url,
+                              pending_timeout_seconds=settings.pending_timeout_seconds)
+    if account.provider == ProviderType.VNPAY:
+        credentials = VnpayCredentials(tmn_code=account.settings["tmn_code"], hash_secret=account.secret_key,
+                                       payment_url=account.settings["payment_url"], api_url=account.settings["api_url"])
+        return VnpayProvider(credentials, public_base_url=settings.public_base_url,
+                             pending_timeout_seconds=settings.pending_timeout_seconds,
+                             timeout_seconds=settings.provider_timeout_seconds)
+    raise ValueError(f"{account.provider.code} takes no provider accounts")
+
+
+def build_providers(settings: Settings, db: Database | None = None) -> ProviderRegistry:
     providers = []
     if settings.stripe is not None:
         # First, so that it is the default provider: provider 0 meant Stripe in the reference.
@@ -78,7 +104,11 @@ def build_providers(settings: Settings) -> ProviderRegistry:
             f"PAYMENTS_DEFAULT_PROVIDER={settings.default_provider} is not an enabled provider "
             f"(enabled: {', '.join(enabled)})"
         )
-    return ProviderRegistry(providers, default)
+    accounts = None
+    if db is not None:
+        accounts = AccountProviders(AccountStore(db, settings.encryption_keys),
+                                    lambda account: account_provider(settings, account), settings.account_cache_seconds)
+    return ProviderRegistry(providers, default, accounts)
 
 
 def build_authenticator(settings: Settings, db: Database) -> Authenticator:
@@ -100,7 +130,7 @@ def build_authenticator(settings: Settings, db: Database) -> Authenticator:
 
 def build_container(settings: Settings) -> Container:
     db = open_database(settings)
-    providers = build_providers(settings)
+    providers = build_providers(settings, db)
     return Container(
         settings=settings,
         db=db,
@@ -108,6 +138,15 @@ def build_container(settings: Settings) -> Container:
         service=PaymentService(db, providers, settings),
         authenticator=build_authenticator(settings, db),
     )
+
+
+async def check_accounts(db: Database, settings: Settings) -> None:
+    """At start-up: every stored provider account's secrets decrypt with PAYMENTS_ENCRYPTION_KEYS,
+    so a missing or wrong key is one clear line now, not a failing payment later."""
+    try:
+        await AccountStore(db, settings.encryption_keys).check()
+    except (AccountKeysMissing, UndecryptableError) as exc:
+        raise ConfigError(str(exc)) from None
 
 
 async def check_schema(db: Database) -> None:

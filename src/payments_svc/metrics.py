@@ -114,11 +114,14 @@ def serve_worker_metrics(
 
 
 class MeteredProvider:
-    """Wraps a provider: every coroutine method call is counted and timed."""
+    """Wraps a provider: every coroutine method call is counted and timed. account_id
+    names the provider account it calls with (None: the default account), for whatever
+    keys on (provider, account), such as a circuit breaker."""
 
-    def __init__(self, inner: Any):
+    def __init__(self, inner: Any, *, account_id: int | None = None):
         self._inner = inner
         self.type = inner.type
+        self.account_id = account_id
         self._timed: dict[str, Any] = {}
 
     def __getattr__(self, name: str) -> Any:

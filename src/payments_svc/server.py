@@ -30,7 +30,7 @@ from .api.grpc.servicer import PaymentsServicer
 from .api.http.app import build_http_app
 from .api.http.runner import HttpRunner
 from .config import ConfigError, Settings
-from .container import Container, build_container, check_schema
+from .container import Container, build_container, check_accounts, check_schema
 from .gen import payments_pb2, payments_pb2_grpc
 from .metrics import serve_worker_metrics
 from .service.callbacks import refresh_outbox_metrics
@@ -54,6 +54,7 @@ async def serve(settings: Settings, *, shared_ports: bool = False, with_workers:
     async with _closed_on_failure(container.close):
         await container.db.ping()
         await check_schema(container.db)
+        await check_accounts(container.db, settings)
 
     async def readiness() -> str | None:
         if stopping.is_set():

@@ -98,6 +98,9 @@ payments = sa.Table(
     sa.Column("job_lease_until", Timestamp),
     sa.Column("created_at", Timestamp, nullable=False),
     sa.Column("updated_at", Timestamp, nullable=False),
+    # The provider account the payment was created with (provider_accounts.id); NULL: the
+    # default account, from the environment. No foreign key: adding one would copy the table.
+    sa.Column("provider_account_id", RefId),
     sa.UniqueConstraint("caller_service", "request_id", name="idx_payments_caller_request_id"),
     sa.UniqueConstraint("provider", "provider_callback_hash", name="idx_payments_provider_callback_hash"),
     sa.Index("idx_payments_caller_id", "caller_service", "id"),
@@ -286,6 +289,25 @@ api_keys = sa.Table(
     sa.Column("revoked_at", Timestamp),
     sa.UniqueConstraint("key_hash", name="idx_api_keys_key_hash"),
     sa.Index("idx_api_keys_service", "service_name"),
+    **_MYSQL_TABLE,
+)
+
+# A caller service's own credentials at a provider (accounts/). The secrets are
+# AES-256-GCM ciphertexts bound to their row and field (accounts/encryption.py);
+# settings_json holds what is not secret (a VNPay terminal code, a Stripe API base).
+provider_accounts = sa.Table(
+    "provider_accounts",
+    metadata,
+    _id(),
+    sa.Column("caller_service", Key(128), nullable=False),
+    sa.Column("provider", Status, nullable=False),
+    sa.Column("enabled", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("settings_json", sa.Text, nullable=False),
+    sa.Column("secret_key", sa.Text, nullable=False),
+    sa.Column("webhook_secret", sa.Text),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("updated_at", Timestamp, nullable=False),
+    sa.Index("idx_provider_accounts_caller", "caller_service", "provider"),
     **_MYSQL_TABLE,
 )
 

@@ -46,6 +46,7 @@ class Payment:
     create_lease_until: datetime | None
     created_at: datetime
     updated_at: datetime
+    provider_account_id: int | None = None  # the provider account it was created with; None: the default
 
 
 @dataclass(slots=True)

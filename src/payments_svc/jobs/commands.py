@@ -26,7 +26,7 @@ worker_option = click.option(
 
 
 async def _run(settings: Settings, build: Callable[[PaymentService], Job], interval: float, worker: bool) -> int:
-    from ..container import build_providers, check_schema
+    from ..container import build_providers, check_accounts, check_schema
     from ..db.engine import open_database
     from ..metrics import serve_worker_metrics
     from ..service.payments import PaymentService
@@ -38,8 +38,9 @@ async def _run(settings: Settings, build: Callable[[PaymentService], Job], inter
     try:
         await db.ping()
         await check_schema(db)
+        await check_accounts(db, settings)
         serve_worker_metrics(settings.metrics_port)
-        providers = build_providers(settings)
+        providers = build_providers(settings, db)
         job = build(PaymentService(db, providers, settings))
         try:
             # A person running a one-off batch in a terminal sees it advance; logs stay as they are.

@@ -101,9 +101,9 @@ class PendingExpirer:
             return ItemResult.DONE
 
         if payment.provider_payment_id is not None:
-            provider = self.service.providers.get(payment.provider)
             key = provider_idempotency_key(payment.caller_service, payment.request_id, "expire")
             try:
+                provider = await self.service.providers.for_payment(payment)
                 async with asyncio.timeout(self.settings.provider_timeout_seconds):
                     outcome = await provider.cancel(payment, key)
             except TimeoutError:

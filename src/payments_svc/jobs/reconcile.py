@@ -142,8 +142,8 @@ class Reconciler:
             return await self._finish_create(payment)
         if payment.provider_payment_id is None:
             return ItemResult.DONE  # no provider object to ask about
-        provider = self.service.providers.get(payment.provider)
         try:
+            provider = await self.service.providers.for_payment(payment)
             async with asyncio.timeout(self.settings.provider_timeout_seconds):
                 reported = await provider.fetch_status(payment)
         except TimeoutError:
@@ -168,7 +168,7 @@ class Reconciler:
         if claimed is None:
             return ItemResult.DEFERRED  # its creator, or a retry of the request, is still at it
         try:
-            finished = await self.service.call_provider_create(claimed, self.service.providers.get(payment.provider))
+            finished = await self.service.call_provider_create(claimed, await self.service.providers.for_payment(payment))
         except ServiceUnavailableError as exc:  # retryable; the create lease was handed back
             log.warning("reconcile_create_failed", payment_id=payment.id, provider=payment.provider.code,
                         error=exc.message)

@@ -87,6 +87,7 @@ class PaymentService:
         if existing is not None:
             return await self._resume(existing, fingerprint)
 
+        provider = await self.providers.for_caller(cmd.caller_service, provider)
         # Phase 1: reserve the key. The unique index decides between concurrent duplicates.
         now = utcnow()
         values = self._new_payment(cmd, provider, fingerprint, now)
@@ -122,6 +123,7 @@ class PaymentService:
             payment_method=cmd.payment_method,
             payment_type=cmd.payment_type,
             provider=provider.type,
+            provider_account_id=provider.account_id,
             recurring_interval=cmd.recurring_interval if recurring else None,
             recurring_interval_count=cmd.recurring_interval_count if recurring else None,
             provider_payment_id=None,
@@ -158,7 +160,7 @@ class PaymentService:
         payment = await self.claim_unfinished_create(existing)
         if payment is None:
             raise IdempotencyInProgressError()
-        return CreateResult(await self.call_provider_create(payment, self.providers.get(payment.provider)), replayed=True)
+        return CreateResult(await self.call_provider_create(payment, await self.providers.for_payment(payment)), replayed=True)
 
     async def claim_unfinished_create(self, payment: Payment) -> Payment | None:
         """Takes over a CREATED payment whose create lease ran out (its creator crashed
@@ -282,7 +284,7 @@ class PaymentService:
             return payment  # cancel is idempotent: no second callback
         _check_cancelable(payment)
         if payment.provider_payment_id is not None:
-            outcome = await self._cancel_at_provider(payment, self.providers.get(payment.provider))
+            outcome = await self._cancel_at_provider(payment, await self.providers.for_payment(payment))
             if outcome == CancelOutcome.ALREADY_PAID:
                 await self.change_status(
                     payment.id,
@@ -321,9 +323,11 @@ class PaymentService:
         """A webhook at the per-payment URL (provider_events.py)."""
         return await self.callbacks.handle(callback)
 
-    async def handle_account_callback(self, provider_name: str, payload: bytes, signature: str) -> CallbackOutcome:
-        """A webhook at a provider's account-level endpoint, e.g. Stripe's /webhooks/stripe."""
-        return await self.callbacks.handle_account(provider_name, payload, signature)
+    async def handle_account_callback(self, provider_name: str, payload: bytes, signature: str,
+                                      account_id: int | None = None) -> CallbackOutcome:
+        """A webhook at a provider's account-level endpoint, e.g. Stripe's /webhooks/stripe
+        (the default account) or /webhooks/stripe/{account_id}."""
+        return await self.callbacks.handle_account(provider_name, payload, signature, account_id)
 
     # ---- refunds ------------------------------------------------------------
 

@@ -64,8 +64,9 @@ class ProviderCallbacks(ServicePart):
     """Part of PaymentService."""
 
     async def handle(self, callback: ProviderCallback) -> CallbackOutcome:
-        """The per-payment URL. As the reference: the signature is checked before the
-        hash is looked up (an unknown hash with a bad signature is 400, not 404)."""
+        """The per-payment URL. As the reference: an unknown hash with a bad signature is
+        400, not 404. The payment is read first because its account's secret verifies
+        the signature (an unknown hash: the default account's)."""
         for value, message, field in (
             (callback.request_id, "request_id is required", "request_id"),
             (callback.provider, "provider is required", "provider"),
@@ -78,9 +79,12 @@ class ProviderCallbacks(ServicePart):
         provider = self.providers.by_name(callback.provider)
         record = dict(provider=provider.type.code, callback_hash=callback.callback_hash.strip(),
                       signature=callback.signature, payload=callback.payload.decode("utf-8", errors="replace"))
-        event = await self._parse(provider, callback.payload, callback.signature, record)
         async with self.db.read() as conn:
             payment = await PaymentRepository(conn).find_by_callback_hash(provider.type, record["callback_hash"])
+        if payment is not None:
+            provider = await self.providers.for_payment(payment)
+        event = await self._parse(provider, callback.payload, callback.signature, record)
+        async with self.db.read() as conn:
             owners = await ProviderObjectRepository(conn).payment_ids(provider.type, event.object_ids)
         if payment is None:
             await self._record(record, CallbackStatus.REJECTED, event, error="payment not found for callback hash")
@@ -92,19 +96,24 @@ class ProviderCallbacks(ServicePart):
             raise CallbackRejectedError("the event is about another payment")
         return await self._apply(provider, payment, event, record)
 
-    async def handle_account(self, provider_name: str, payload: bytes, signature: str) -> CallbackOutcome:
-        """The provider's account-level endpoint: no hash, no API key; the provider's
-        signature is the only authentication."""
+    async def handle_account(self, provider_name: str, payload: bytes, signature: str,
+                             account_id: int | None = None) -> CallbackOutcome:
+        """The provider's account-level endpoint: no hash, no API key; the signature with
+        the account's secret is the only authentication (account_id None: the default
+        account). Only the account's own payments are changed through it."""
         if not signature.strip():
             raise ValidationError("provider signature is required", field="signature")
         if not payload:
             raise ValidationError("payload is required", field="payload")
-        provider = self.providers.by_name(provider_name)
+        provider = await self.providers.for_account(self.providers.by_name(provider_name).type, account_id)
         record = dict(provider=provider.type.code, callback_hash="", signature=signature,
                       payload=payload.decode("utf-8", errors="replace"))
         event = await self._parse(provider, payload, signature, record)
         try:
             payment = await self._route(provider, event)
+            if payment is not None and payment.provider_account_id != account_id:
+                raise CallbackRejectedError(f"the event is about payment {payment.id} of another provider account "
+                                            "than this endpoint's")
         except CallbackRejectedError as exc:
             await self._record(record, CallbackStatus.REJECTED, event, error=exc.reason)
             raise

@@ -121,7 +121,7 @@ class RefundService(ServicePart):
 
     async def refund(self, payment: Payment, cmd: RefundCommand) -> RefundResult:
         """`payment` was read for the caller (scoped); `cmd` is validated (validate_refund)."""
-        provider = self.providers.get(payment.provider)
+        provider = await self.providers.for_payment(payment)
         if not isinstance(provider, RefundingProvider):
             raise PaymentsError(f"{provider.type.code} payments cannot be refunded through the service",
                                 ErrorKind.FAILED_PRECONDITION)

@@ -28,7 +28,8 @@ OPEN_PREFIXES = ("/healthz", "/readyz", "/metrics", "/openapi.json", "/sandbox/"
                  "/favicon.ico")
 # Webhooks a provider calls directly: no X-Request-ID or API key, the provider's
 # signature is their authentication.
-SIGNED_PATHS = ("/webhooks/stripe", "/webhooks/vnpay")
+SIGNED_PATHS = ("/webhooks/stripe", "/webhooks/vnpay",
+                "/webhooks/stripe/{account_id}", "/webhooks/vnpay/{account_id}")  # a caller's provider account
 # Logged and counted for a client that left mid-request (nginx's "client closed request").
 CLIENT_CLOSED_REQUEST = 499
 
@@ -81,7 +82,8 @@ def build_middlewares(authenticator: Authenticator):
         if request.path.startswith(OPEN_PREFIXES):
             return await _mapped(handler(request))
         started = time.perf_counter()
-        if request.path in SIGNED_PATHS:
+        resource = request.match_info.route.resource
+        if (resource.canonical if resource is not None else request.path) in SIGNED_PATHS:
             response = await _mapped(handler(request))
             _log_request(request, response, started)
             return response

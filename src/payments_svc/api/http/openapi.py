@@ -263,6 +263,8 @@ def build_openapi(providers: Collection[ProviderType] | None = None) -> dict[str
             "description": "The provider's raw webhook body, or {\"payload\": \"<raw>\", \"signature\": \"<header>\"}.",
             "responses": _responses(200, "MessageResponse", 404, 408, 413)}},
     }
+    account_id = {"name": "account_id", "in": "path", "required": True,
+                  "schema": {"type": "string", "pattern": "^[0-9]{1,19}$"}}
     if providers is None or ProviderType.STRIPE in providers:
         paths["/webhooks/stripe"] = {"post": {
             "operationId": "StripeWebhook", "security": [],
@@ -271,6 +273,11 @@ def build_openapi(providers: Collection[ProviderType] | None = None) -> dict[str
             "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}},
             "responses": {k: v for k, v in _responses(200, "MessageResponse", 404, 408, 413, echoed=False).items()
                           if k not in ("401", "403")}}}
+        paths["/webhooks/stripe/{account_id}"] = {"post": {
+            **paths["/webhooks/stripe"]["post"], "operationId": "StripeAccountWebhook",
+            "description": "The webhook endpoint of a caller's Stripe provider account (`payments-svc accounts add`): "
+                           "verified with that account's signing secret; it changes only that account's payments.",
+            "parameters": [account_id, signed_webhook]}}
     if providers is None or ProviderType.VNPAY in providers:
         paths["/webhooks/vnpay"] = {"get": {
             "operationId": "VnpayIpn", "security": [],
@@ -280,6 +287,11 @@ def build_openapi(providers: Collection[ProviderType] | None = None) -> dict[str
             "parameters": [{"name": "vnp_SecureHash", "in": "query", "required": True, "schema": {"type": "string"}}],
             "responses": {"200": {"description": "VNPay's answer", "content": {"application/json": {
                 "schema": {"$ref": "#/components/schemas/VnpayIpnAnswer"}}}}}}}
+        paths["/webhooks/vnpay/{account_id}"] = {"get": {
+            **paths["/webhooks/vnpay"]["get"], "operationId": "VnpayAccountIpn",
+            "description": "The IPN URL of a caller's VNPay provider account (`payments-svc accounts add`), verified "
+                           "with that account's hash secret; answers as /webhooks/vnpay.",
+            "parameters": [account_id, *paths["/webhooks/vnpay"]["get"]["parameters"]]}}
     # Links from a created payment to the operations on it (for clients and stateful testing).
     paths["/payments"]["post"]["responses"]["201"]["links"] = {
         op: {"operationId": op, "parameters": {"id": "$response.body#/payment/id"}}

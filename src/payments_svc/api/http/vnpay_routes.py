@@ -14,7 +14,7 @@ from ...domain.errors import CallbackAmountMismatchError, CallbackRejectedError,
 from ...providers.vnpay.payment_url import callback_hash_of
 from ...service.payments import PaymentService
 from .middleware import json_response
-from .stripe_routes import RETURN_PAGE
+from .stripe_routes import RETURN_PAGE, account_of
 
 log = structlog.get_logger("payments.vnpay")
 
@@ -34,6 +34,7 @@ class VnpayRoutes:
 
     def register(self, app: web.Application) -> None:
         app.router.add_get("/webhooks/vnpay", self.ipn)
+        app.router.add_get("/webhooks/vnpay/{account_id}", self.ipn)  # a caller's provider account
         app.router.add_get("/vnpay/return", self.return_page)
 
     async def ipn(self, request: web.Request) -> web.Response:
@@ -44,7 +45,7 @@ class VnpayRoutes:
         raw = request.rel_url.raw_query_string.encode()
         try:
             outcome = await self.service.handle_account_callback(
-                ProviderType.VNPAY.code, raw, request.query.get("vnp_SecureHash", ""))
+                ProviderType.VNPAY.code, raw, request.query.get("vnp_SecureHash", ""), account_of(request))
         except CallbackAmountMismatchError:
             return INVALID_AMOUNT
         except (CallbackRejectedError, ValidationError):  # unsigned, badly signed, another terminal, malformed
@@ -63,14 +64,18 @@ class VnpayRoutes:
     async def return_page(self, request: web.Request) -> web.Response:
         """Shows what VNPay reported, or sends the customer on to the payment's
         success_url / cancel_url. Never changes the payment: only the IPN does."""
-        visit = self.service.providers.get(ProviderType.VNPAY).read_return(request.rel_url.raw_query_string.encode())
-        if not visit.genuine:
-            return _page("Payment status unknown", "This page was not reached from VNPay's payment page.", 400)
-        callback_hash = callback_hash_of(visit.txn_ref)
+        raw = request.rel_url.raw_query_string.encode()
+        # The payment first (its reference is not trusted until verified): its account's secret verifies the page.
+        callback_hash = callback_hash_of(request.query.get("vnp_TxnRef", ""))
         try:
             payment = await self.service.get_checkout(ProviderType.VNPAY.code, callback_hash or "")
         except NotFoundError:
             payment = None
+        provider = await (self.service.providers.for_payment(payment) if payment
+                          else self.service.providers.for_account(ProviderType.VNPAY, None))
+        visit = provider.read_return(raw)
+        if not visit.genuine:
+            return _page("Payment status unknown", "This page was not reached from VNPay's payment page.", 400)
         target = payment and (payment.success_url if visit.succeeded else payment.cancel_url)
         if target:
             raise web.HTTPSeeOther(target)

@@ -54,7 +54,7 @@ def account_provider(settings: Settings, account: AccountCredentials):
     if account.provider == ProviderType.STRIPE:
         base = settings.stripe or StripeSettings(secret_key="", webhook_secrets=())
         stripe_settings = dataclasses.replace(base, secret_key=account.secret_key, webhook_secrets=account.webhook_secrets,
-                                              api_base=account.settings["api_base"])
+                                              api_base=account.settings["api_base"], account_id=account.id)
         return StripeProvider(stripe_settings, public_base_url=settings.public_base_url,
                               pending_timeout_seconds=settings.pending_timeout_seconds)
     if account.provider == ProviderType.VNPAY:

@@ -94,3 +94,21 @@ async def test_reconcile_and_expire_use_the_account_the_payment_was_created_with
     assert own.get(to_expire.provider_payment_id)["status"] == "expired"
     with pytest.raises(KeyError):
         default.get(to_expire.provider_payment_id)
+
+
+async def test_an_accounts_rejected_key_is_named_by_account_never_by_value(service, fakes):
+    from payments_svc.accounts.credentials import AccountCredentials
+    from payments_svc.container import account_provider
+    from payments_svc.domain.errors import ProviderError
+
+    default, _ = fakes
+    wrong_key = "sk_test_not_known_to_the_fake_" + uuid.uuid4().hex
+    provider = account_provider(service.settings, AccountCredentials(
+        9, "shop", ProviderType.STRIPE, {"api_base": default.url}, wrong_key, ("whsec_z",)))
+    payment = await create(service)
+    try:
+        with pytest.raises(ProviderError, match="Stripe rejected the secret key of provider account 9") as caught:
+            await provider.fetch_status(payment)
+        assert wrong_key not in caught.value.message and wrong_key not in repr(provider.__dict__)
+    finally:
+        await provider.close()

@@ -357,7 +357,8 @@ class StripeProvider:
             raise CallbackRejectedError("payload is not UTF-8") from None
         secret = next((s for s in self._settings.webhook_secrets if _signed_with(text, signature, s)), None)
         if secret is None:
-            raise CallbackRejectedError("invalid stripe signature: no v1 signature matches a STRIPE_WEBHOOK_SECRET")
+            raise CallbackRejectedError(
+                f"invalid stripe signature: no v1 signature matches {self._settings.webhook_secret_name}")
         try:
             stripe.WebhookSignature.verify_header(text, signature, secret, self._settings.signature_tolerance_seconds)
         except stripe.SignatureVerificationError:
@@ -376,7 +377,7 @@ class StripeProvider:
         try:
             return await call
         except stripe.StripeError as exc:
-            raise _provider_error(exc) from None
+            raise _provider_error(exc, self._settings.secret_key_name) from None
 
     async def _call_unless(self, call: Awaitable[T], code: str) -> T | None:
         """None instead of Stripe's refusal with this error code."""
@@ -385,9 +386,9 @@ class StripeProvider:
         except stripe.InvalidRequestError as exc:
             if exc.code == code:
                 return None
-            raise _provider_error(exc) from None
+            raise _provider_error(exc, self._settings.secret_key_name) from None
         except stripe.StripeError as exc:
-            raise _provider_error(exc) from None
+            raise _provider_error(exc, self._settings.secret_key_name) from None
 
 
 def _signed_with(payload: str, header: str, secret: str) -> bool:
@@ -397,14 +398,14 @@ def _signed_with(payload: str, header: str, secret: str) -> bool:
         return False
 
 
-def _provider_error(exc: stripe.StripeError) -> ProviderError:
+def _provider_error(exc: stripe.StripeError, secret_key_name: str) -> ProviderError:
     status = exc.http_status
     request = f" (Stripe request {exc.request_id})" if exc.request_id else ""
     if isinstance(exc, (stripe.AuthenticationError, stripe.PermissionError)):
         # Our credentials, not the caller's request: retryable once an operator fixes
         # them. Stripe's message would quote part of the key.
         log.error("stripe_credentials_rejected", http_status=status, request_id=exc.request_id)
-        return ProviderError(f"Stripe rejected the service's STRIPE_SECRET_KEY{request}", retryable=True)
+        return ProviderError(f"Stripe rejected {secret_key_name}{request}", retryable=True)
     # 409: a request with the same idempotency key still in flight at Stripe.
     if isinstance(exc, (stripe.APIConnectionError, stripe.RateLimitError, stripe.APIError)) or not status or status >= 500 or status == 409:
         log.warning("stripe_unavailable", http_status=status, request_id=exc.request_id, error=exc.user_message)

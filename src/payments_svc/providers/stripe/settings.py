@@ -20,6 +20,17 @@ class StripeSettings:
     signature_tolerance_seconds: int = 300
     http_timeout_seconds: float = 10.0
     max_network_retries: int = 2  # safe: every POST carries an idempotency key
+    account_id: int | None = None  # a caller's provider account; None: the environment's (default) account
+
+    @property
+    def secret_key_name(self) -> str:
+        """How messages name the secret key (never its value)."""
+        return "the service's STRIPE_SECRET_KEY" if self.account_id is None else f"the secret key of provider account {self.account_id}"
+
+    @property
+    def webhook_secret_name(self) -> str:
+        return "a STRIPE_WEBHOOK_SECRET" if self.account_id is None else \
+            f"a webhook secret of provider account {self.account_id}"
 
 
 def _value(env: Mapping[str, str], name: str) -> str | None:

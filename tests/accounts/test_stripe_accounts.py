@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import os
 import uuid
 from dataclasses import dataclass
@@ -16,11 +17,12 @@ from dataclasses import dataclass
 import aiohttp
 import pytest
 
-from tests.fakes.stripe_server import FakeStripe, deliver
+from tests.fakes.stripe_server import FakeStripe, deliver, sign_event
 
 from ..conftest import BACKENDS
 from ..stripe.conftest import db_rows
-from ..support import ServerProcess, TestDatabase, base_env, cli, create_key, new_database, wait_until
+from ..support import ServerProcess, base_env, cli, create_key, new_database, wait_until
+from ..support import TestDatabase as Database  # not collected as a test class
 
 K1 = "k1:" + base64.b64encode(os.urandom(32)).decode()
 K2 = "k2:" + base64.b64encode(os.urandom(32)).decode()
@@ -39,7 +41,7 @@ class Account:
 
 @dataclass
 class Stack:
-    database: TestDatabase
+    database: Database
     env: dict[str, str]
     server: ServerProcess
     default: FakeStripe
@@ -138,6 +140,26 @@ async def test_webhooks_only_through_the_accounts_own_endpoint_and_secret(stack)
     status, text = await deliver(completed, f"{base}/{shop.id}", shop.webhook_secret)
     assert status == 200, text
     assert (await _call(stack, shop, "GET", f"/payments/{payment['id']}"))[1]["payment"]["status"] == PAID
+
+
+async def test_the_per_payment_url_verifies_with_the_payments_account(stack):
+    mall = stack.mall
+    payment = await _create(stack, mall)
+    completed = next(e for e in mall.fake.complete_session(payment["provider_payment_id"])
+                     if e["type"] == "checkout.session.completed")
+    payload = json.dumps(completed).encode()
+    url = f"{stack.server.http_url}/webhooks/providers/stripe/{payment['provider_callback_hash']}"
+
+    async def post(secret: str) -> int:
+        headers = {"X-Request-ID": uuid.uuid4().hex, "X-API-Key": mall.api_key, "Content-Type": "application/json",
+                   "Stripe-Signature": sign_event(payload, secret)}
+        async with aiohttp.ClientSession() as session, session.post(url, data=payload, headers=headers) as response:
+            return response.status
+
+    assert await post("whsec_default") == 400  # the default account's secret does not verify the mall's payment
+    assert f"matches a webhook secret of provider account {mall.id}" in _last_reject(stack)
+    assert await post(mall.webhook_secret) == 200
+    assert (await _call(stack, mall, "GET", f"/payments/{payment['id']}"))[1]["payment"]["status"] == PAID
 
 
 async def test_cancel_and_refund_use_the_payments_account(stack):

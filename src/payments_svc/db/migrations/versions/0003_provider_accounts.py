@@ -51,7 +51,8 @@ def downgrade() -> None:
     """Drops the accounts and forgets which payments used them: do it only once no
     payment of a caller's own account is still open (their later operations would go
     through the default account)."""
-    with op.batch_alter_table("payments") as batch:  # SQLite rebuilds the table to drop a column
-        batch.drop_column("provider_account_id")
+    # A plain DROP COLUMN on SQLite too (3.35+; the column has no index or constraint): a
+    # batch rebuild of payments would cascade-delete every row that references it.
+    op.drop_column("payments", "provider_account_id")
     op.drop_index("idx_provider_accounts_caller", table_name="provider_accounts")
     op.drop_table("provider_accounts")

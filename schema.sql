@@ -260,6 +260,18 @@ CREATE TABLE IF NOT EXISTS provider_accounts (
   KEY idx_provider_accounts_caller (caller_service, provider)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 
+-- Per caller service quotas (`payments-svc keys limits`); NULL: the configured default.
+CREATE TABLE IF NOT EXISTS caller_limits (
+  service_name VARCHAR(128) COLLATE utf8mb4_nopad_bin NOT NULL,
+  create_rps DOUBLE NULL,
+  create_burst INT NULL,
+  read_rps DOUBLE NULL,
+  read_burst INT NULL,
+  max_open_payments INT NULL,
+  updated_at DATETIME(6) NOT NULL,
+  PRIMARY KEY (service_name)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
 -- The version record of the releases before versioned migrations, kept holding version 1 so
 -- that such a release still runs on this schema (alembic_version is the record now).
 CREATE TABLE IF NOT EXISTS schema_migrations (

@@ -17,6 +17,7 @@ from .callback_policy import CallbackDestinations, IPNetwork, parse_host_pattern
 from .providers.stellar.settings import StellarSettings, stellar_settings_from_env
 from .providers.stripe.settings import StripeSettings, stripe_settings_from_env
 from .providers.vnpay.settings import VnpayCredentials, vnpay_credentials_from_env
+from .resilience.settings import ResilienceSettings, SettingError, resilience_settings_from_env
 from .webhooks_signing import secret_key
 
 
@@ -244,6 +245,7 @@ class Settings:
     vnpay: VnpayCredentials | None = None  # the default VNPay account; None: VNPay is disabled (no VNPAY_TMN_CODE)
     encryption_keys: EncryptionKeys | None = field(default=None, repr=False)  # provider accounts' secrets
     account_cache_seconds: float = 30.0  # how long a process uses an account's credentials before reading them again
+    resilience: ResilienceSettings = ResilienceSettings()  # circuit breakers, quotas, their shared store
 
     @property
     def is_production(self) -> bool:
@@ -284,6 +286,13 @@ def _encryption_keys(environ) -> EncryptionKeys | None:
     try:
         return parse_keys(environ.get("PAYMENTS_ENCRYPTION_KEYS"))
     except EncryptionKeyError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _resilience(environ) -> ResilienceSettings:
+    try:
+        return resilience_settings_from_env(environ)
+    except SettingError as exc:
         raise ConfigError(str(exc)) from None
 
 
@@ -378,4 +387,5 @@ def load_settings(environ: dict[str, str] | None = None, *, base_dir: Path | Non
         vnpay=_vnpay(env),
         encryption_keys=_encryption_keys(env),
         account_cache_seconds=float(_int(env, "PAYMENTS_ACCOUNT_CACHE_SECONDS", 30, minimum=0)),
+        resilience=_resilience(env),
     )

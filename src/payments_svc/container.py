@@ -29,6 +29,10 @@ from .providers.stripe.provider import StripeProvider
 from .providers.stripe.settings import StripeSettings
 from .providers.vnpay.provider import VnpayProvider
 from .providers.vnpay.settings import VnpayCredentials
+from .resilience.breaker import Breaker
+from .resilience.quotas import Quotas
+from .resilience.guard import GuardedProvider
+from .resilience.store import LocalStore, RedisStore, open_store
 from .service.payments import PaymentService
 
 log = structlog.get_logger("payments.container")
@@ -41,10 +45,14 @@ class Container:
     providers: ProviderRegistry
     service: PaymentService
     authenticator: Authenticator
+    quotas: Quotas | None = None
+    store: LocalStore | RedisStore | None = None  # the circuits' and quotas' state
 
     async def close(self) -> None:
         await self.authenticator.close()
         await self.providers.close()
+        if isinstance(self.store, RedisStore):
+            await self.store.close()
         await self.db.close()
 
 
@@ -66,7 +74,8 @@ def account_provider(settings: Settings, account: AccountCredentials):
     raise ValueError(f"{account.provider.code} takes no provider accounts")
 
 
-def build_providers(settings: Settings, db: Database | None = None) -> ProviderRegistry:
+def build_providers(settings: Settings, db: Database | None = None,
+                    store: LocalStore | RedisStore | None = None) -> ProviderRegistry:
     providers = []
     if settings.stripe is not None:
         # First, so that it is the default provider: provider 0 meant Stripe in the reference.
@@ -104,11 +113,13 @@ def build_providers(settings: Settings, db: Database | None = None) -> ProviderR
             f"PAYMENTS_DEFAULT_PROVIDER={settings.default_provider} is not an enabled provider "
             f"(enabled: {', '.join(enabled)})"
         )
+    breaker = Breaker(store or LocalStore(), settings.resilience.breaker, timeout_seconds=settings.provider_timeout_seconds)
     accounts = None
     if db is not None:
         accounts = AccountProviders(AccountStore(db, settings.encryption_keys),
-                                    lambda account: account_provider(settings, account), settings.account_cache_seconds)
-    return ProviderRegistry(providers, default, accounts)
+                                    lambda account: account_provider(settings, account), settings.account_cache_seconds,
+                                    guard=lambda provider: GuardedProvider(provider, breaker))
+    return ProviderRegistry(providers, default, breaker, accounts)
 
 
 def build_authenticator(settings: Settings, db: Database) -> Authenticator:
@@ -130,13 +141,17 @@ def build_authenticator(settings: Settings, db: Database) -> Authenticator:
 
 def build_container(settings: Settings) -> Container:
     db = open_database(settings)
-    providers = build_providers(settings, db)
+    store = open_store(settings.resilience.redis_url)
+    providers = build_providers(settings, db, store)
+    quotas = Quotas(db, store, settings.resilience)
     return Container(
         settings=settings,
         db=db,
         providers=providers,
-        service=PaymentService(db, providers, settings),
+        service=PaymentService(db, providers, settings, quotas),
         authenticator=build_authenticator(settings, db),
+        quotas=quotas,
+        store=store,
     )
 
 

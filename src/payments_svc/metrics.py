@@ -162,3 +162,15 @@ def _outcome(exc: BaseException) -> str:
     if retryable is False:
         return "rejected"
     return "error"
+
+
+# Circuit breakers (resilience/breaker.py): this process's latest view of each circuit
+# (with PAYMENTS_REDIS_URL every process shares the circuit, so max() is the truth).
+CIRCUIT_STATE = Gauge("payments_provider_circuit_state",
+                      "Provider circuit: 0 closed, 1 half-open (a probe is out), 2 open (calls fail fast).",
+                      ["provider", "account"], multiprocess_mode="max")
+SHORT_CIRCUITED = Counter("payments_provider_short_circuited_total",
+                          "Provider calls refused at once because the provider's circuit is open.",
+                          ["provider", "account", "operation"])
+QUOTA_REJECTED = Counter("payments_quota_rejected_total", "Requests refused by a caller's quota.",
+                         ["caller", "limit"])

@@ -66,7 +66,7 @@ async def serve(settings: Settings, *, shared_ports: bool = False, with_workers:
         return None
 
     grpc_server = grpc.aio.server(
-        interceptors=[PaymentsInterceptor(container.authenticator)],
+        interceptors=[PaymentsInterceptor(container.authenticator, container.quotas)],
         options=[
             ("grpc.so_reuseport", 1 if shared_ports else 0),
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -80,7 +80,7 @@ async def serve(settings: Settings, *, shared_ports: bool = False, with_workers:
         grpc_port = _add_grpc_port(grpc_server, settings, shared_ports)
     await grpc_server.start()
 
-    app = build_http_app(settings, container.service, container.authenticator, readiness)
+    app = build_http_app(settings, container.service, container.authenticator, readiness, container.quotas)
     # Idle keep-alive connections are closed after 75 s (aiohttp would keep them an hour).
     runner = HttpRunner(app, access_log=None, keepalive_timeout=75)
     await runner.setup()

@@ -144,13 +144,14 @@ async def test_byte_exact_keys_can_be_undone(database):
         await upgrade_to(db, revisions()[0])
         rows = await fill(db)
         await migrate(db)
-        assert await downgrade(db, "0001") == ("0003", "0002")
+        later = tuple(revisions()[1:])  # 0002 and whatever came after it
+        assert await downgrade(db, "0001") == later[::-1]
         assert (await schema_state(db)).revision == "0001"
         assert await read(db) == rows
         if database.backend == "mysql":
             collations = {c[:2]: c[6] for c in _describe(database.name)["columns"]}
             assert collations[("payments", "request_id")] == "utf8mb4_bin"
-        assert (await migrate(db)).applied == ("0002", "0003")
+        assert (await migrate(db)).applied == later
         assert await read(db) == rows
     finally:
         await db.close()

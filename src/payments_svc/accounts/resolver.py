@@ -43,9 +43,10 @@ class _Cached:
 
 class AccountProviders:
     def __init__(self, store: AccountStore, build: Callable[[AccountCredentials], Provider], ttl_seconds: float,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, guard: Callable[[Provider], Provider] = lambda p: p):
         self._store = store
         self._build = build
+        self._guard = guard  # the circuit breaker, keyed by (provider, account)
         self._ttl = ttl_seconds
         self._clock = clock
         self._accounts: dict[int, _Cached] = {}
@@ -98,7 +99,7 @@ class AccountProviders:
             raise ServiceUnavailableError(f"provider account {account_id} cannot be used: {exc}") from None
         if previous is not None and previous.provider is not None:
             self._retired.append(previous.provider)
-        return _Cached(expires, row.updated_at, MeteredProvider(self._build(credentials), account_id=account_id))
+        return _Cached(expires, row.updated_at, self._guard(MeteredProvider(self._build(credentials), account_id=account_id)))
 
     async def close(self) -> None:
         for provider in [*self._retired, *(c.provider for c in self._accounts.values() if c.provider is not None)]:

@@ -311,6 +311,20 @@ provider_accounts = sa.Table(
     **_MYSQL_TABLE,
 )
 
+# Per caller service quotas (`payments-svc keys limits`); NULL: the configured default.
+caller_limits = sa.Table(
+    "caller_limits",
+    metadata,
+    sa.Column("service_name", Key(128), primary_key=True),
+    sa.Column("create_rps", sa.Double),
+    sa.Column("create_burst", sa.Integer),
+    sa.Column("read_rps", sa.Double),
+    sa.Column("read_burst", sa.Integer),
+    sa.Column("max_open_payments", sa.Integer),
+    sa.Column("updated_at", Timestamp, nullable=False),
+    **_MYSQL_TABLE,
+)
+
 # The version record of the releases before versioned migrations (Alembic's alembic_version
 # has replaced it). Kept, holding version 1, so that such a release still runs on this
 # database: the previous release during a rolling upgrade, or after a rollback of the code.

@@ -25,6 +25,7 @@ class ErrorKind(Enum):
     IDEMPOTENCY_IN_PROGRESS = "idempotency_in_progress"
     ABORTED = "aborted"
     UNAVAILABLE = "unavailable"
+    RESOURCE_EXHAUSTED = "resource_exhausted"  # a caller's quota (resilience/quotas.py)
     INTERNAL = "internal"
     # Raised by the HTTP edge only: the request itself could not be taken in.
     METHOD_NOT_ALLOWED = "method_not_allowed"

@@ -29,6 +29,7 @@ async def _run(settings: Settings, build: Callable[[PaymentService], Job], inter
     from ..container import build_providers, check_accounts, check_schema
     from ..db.engine import open_database
     from ..metrics import serve_worker_metrics
+    from ..resilience.store import RedisStore, open_store
     from ..service.payments import PaymentService
     from .runner import install_stop_handlers, run_job
 
@@ -40,7 +41,8 @@ async def _run(settings: Settings, build: Callable[[PaymentService], Job], inter
         await check_schema(db)
         await check_accounts(db, settings)
         serve_worker_metrics(settings.metrics_port)
-        providers = build_providers(settings, db)
+        store = open_store(settings.resilience.redis_url)  # the circuits the servers see, with Redis
+        providers = build_providers(settings, db, store)
         job = build(PaymentService(db, providers, settings))
         try:
             # A person running a one-off batch in a terminal sees it advance; logs stay as they are.
@@ -49,6 +51,8 @@ async def _run(settings: Settings, build: Callable[[PaymentService], Job], inter
         finally:
             await job.close()
             await providers.close()
+            if isinstance(store, RedisStore):
+                await store.close()
     finally:
         await db.close()
 

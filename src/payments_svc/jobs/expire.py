@@ -25,6 +25,7 @@ from ..domain.payment import Payment
 from ..providers.base import CancelOutcome, provider_idempotency_key
 from ..providers.stellar.sync import FeedRefused, HorizonUnavailable, sync_stellar_payments
 from ..repository.payment_jobs import ClaimedPayment, PaymentJobRepository
+from ..resilience.breaker import CircuitOpenError
 from ..service.payments import PaymentService
 from .changes import change_to
 from .lanes import by_provider
@@ -110,6 +111,9 @@ class PendingExpirer:
                 log.warning("expire_failed", payment_id=payment.id, provider=payment.provider.code,
                             error="payment provider timed out")
                 return ItemResult.FAILED
+            except CircuitOpenError as exc:  # nothing was sent: left for a later run, the provider is not hammered
+                log.info("expire_deferred", payment_id=payment.id, provider=payment.provider.code, reason=exc.message)
+                return ItemResult.DEFERRED
             except ProviderError as exc:
                 if exc.kind == ErrorKind.FAILED_PRECONDITION:
                     # Not stoppable yet (e.g. a delayed payment method still settling): its

@@ -28,6 +28,7 @@ from ..domain.errors import ProviderError, ServiceUnavailableError
 from ..domain.payment import Payment
 from ..providers.stellar.sync import FeedRefused, HorizonUnavailable, sync_stellar_payments
 from ..repository.payment_jobs import ClaimedPayment, PaymentJobRepository
+from ..resilience.breaker import CircuitOpenError
 from ..service.payments import PaymentService
 from .changes import change_to
 from .lanes import add, by_provider
@@ -150,6 +151,9 @@ class Reconciler:
             log.warning("reconcile_failed", payment_id=payment.id, provider=payment.provider.code,
                         error="payment provider timed out")
             return ItemResult.FAILED
+        except CircuitOpenError as exc:  # nothing was sent: left for a later run, the provider is not hammered
+            log.info("reconcile_deferred", payment_id=payment.id, provider=payment.provider.code, reason=exc.message)
+            return ItemResult.DEFERRED
         except ProviderError as exc:
             log.warning("reconcile_failed", payment_id=payment.id, provider=payment.provider.code, error=exc.message,
                         retryable=exc.retryable)

@@ -9,6 +9,8 @@ from ..domain.enums import ProviderType
 from ..domain.errors import ValidationError
 from ..domain.payment import Payment
 from ..metrics import MeteredProvider
+from ..resilience.breaker import Breaker
+from ..resilience.guard import GuardedProvider
 from .base import ClosableProvider, Provider
 
 if TYPE_CHECKING:
@@ -16,8 +18,11 @@ if TYPE_CHECKING:
 
 
 class ProviderRegistry:
-    def __init__(self, providers: list[Provider], default: ProviderType, accounts: AccountProviders | None = None):
+    def __init__(self, providers: list[Provider], default: ProviderType, breaker: Breaker | None = None,
+                 accounts: AccountProviders | None = None):
         self._by_type = {p.type: MeteredProvider(p) for p in providers}
+        if breaker is not None:  # every call to a provider goes through its circuit
+            self._by_type = {t: GuardedProvider(p, breaker) for t, p in self._by_type.items()}
         if default not in self._by_type:
             raise ValueError(f"default provider {default.code} is not enabled")
         self.default = default

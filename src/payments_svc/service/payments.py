@@ -43,6 +43,7 @@ from ..providers.base import CancelOutcome, Checkout, Provider, provider_idempot
 from ..providers.registry import ProviderRegistry
 from ..repository.events import EventRepository
 from ..repository.payments import DuplicatePaymentKey, PaymentRepository
+from ..resilience.quotas import Quotas
 from .provider_events import CallbackOutcome, ProviderCallbacks
 from .refunds import RefundResult, RefundService, validate_refund
 from .status_changes import ConcurrentUpdate, StatusChange, apply_status_change
@@ -60,10 +61,11 @@ class CreateResult:
 
 
 class PaymentService:
-    def __init__(self, db: Database, providers: ProviderRegistry, settings: Settings):
+    def __init__(self, db: Database, providers: ProviderRegistry, settings: Settings, quotas: Quotas | None = None):
         self.db = db
         self.providers = providers
         self.settings = settings
+        self.quotas = quotas
         self.callbacks = ProviderCallbacks(self)
         self.refunds = RefundService(self)
 
@@ -88,6 +90,8 @@ class PaymentService:
             return await self._resume(existing, fingerprint)
 
         provider = await self.providers.for_caller(cmd.caller_service, provider)
+        if self.quotas is not None:
+            await self.quotas.check_open_payments(cmd.caller_service)
         # Phase 1: reserve the key. The unique index decides between concurrent duplicates.
         now = utcnow()
         values = self._new_payment(cmd, provider, fingerprint, now)
@@ -186,7 +190,8 @@ class PaymentService:
         except ProviderError as exc:
             if exc.retryable:
                 await self._release_create_lease(payment)
-                raise ServiceUnavailableError(f"{exc.message}; retry with the same request_id") from None
+                raise ServiceUnavailableError(f"{exc.message}; retry with the same request_id",
+                                              retry_after_seconds=exc.retry_after_seconds) from None
             await self._fail_create(payment, exc)
             raise
         return await self._finish_create(payment, provider, checkout)
@@ -314,7 +319,8 @@ class PaymentService:
             raise ServiceUnavailableError("payment provider timed out; retry the cancel") from None
         except ProviderError as exc:
             if exc.retryable:
-                raise ServiceUnavailableError(f"{exc.message}; retry the cancel") from None
+                raise ServiceUnavailableError(f"{exc.message}; retry the cancel",
+                                              retry_after_seconds=exc.retry_after_seconds) from None
             raise
 
     # ---- provider callbacks ------------------------------------------------

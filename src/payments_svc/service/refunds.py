@@ -190,7 +190,8 @@ class RefundService(ServicePart):
             raise ServiceUnavailableError("payment provider timed out; retry the refund with the same request_id") from None
         except ProviderError as exc:
             if exc.retryable:
-                raise ServiceUnavailableError(f"{exc.message}; retry the refund with the same request_id") from None
+                raise ServiceUnavailableError(f"{exc.message}; retry the refund with the same request_id",
+                                              retry_after_seconds=exc.retry_after_seconds) from None
             await self._refused(payment.id, refund, exc)
             raise
         snapshot = replace(snapshot, refund_id=refund.id)

@@ -20,6 +20,7 @@ from google.protobuf.message import DecodeError, Message
 from ... import metrics
 from ...auth.authenticators import INVALID_KEY, Authenticator
 from ...domain.errors import PaymentsError, UnauthenticatedError, ValidationError
+from ...resilience.quotas import Quotas, rpc_class
 from ..errors import GRPC_CODES, grpc_status, internal_error
 from ..request_context import current_caller
 from ..untrusted_input import check_text
@@ -70,8 +71,9 @@ async def _abort(context: grpc.aio.ServicerContext, error: PaymentsError) -> Non
 
 
 class PaymentsInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, authenticator: Authenticator):
+    def __init__(self, authenticator: Authenticator, quotas: Quotas | None = None):
         self._authenticator = authenticator
+        self._quotas = quotas
         self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
 
     async def intercept_service(self, continuation, handler_call_details):
@@ -92,7 +94,7 @@ class PaymentsInterceptor(grpc.aio.ServerInterceptor):
         return wrapped
 
     def _wrap(self, rpc: str, behavior, deserialize: Callable[[bytes], Message]):
-        authenticator = self._authenticator
+        authenticator, quotas, quota_class = self._authenticator, self._quotas, rpc_class(rpc)
         # This RPC's metric children, found by their label values once, not on every call.
         requests = functools.cache(lambda code: metrics.GRPC_REQUESTS.labels(rpc, code.name))
         latency = functools.cache(lambda: metrics.GRPC_LATENCY.labels(rpc))
@@ -117,6 +119,8 @@ class PaymentsInterceptor(grpc.aio.ServerInterceptor):
                     caller = await authenticator.authenticate(api_key)
                     current_caller.set(caller)
                     structlog.contextvars.bind_contextvars(caller=caller.service_name)
+                    if quotas is not None:
+                        await quotas.admit(caller.service_name, quota_class)
                     request = _decoded(deserialize, raw)
                     check_strings(request)
                     return await behavior(request, context)

@@ -9,6 +9,7 @@ from aiohttp import web
 from ...auth.authenticators import Authenticator
 from ...config import Settings
 from ...domain.enums import ProviderType
+from ...resilience.quotas import Quotas
 from ...service.payments import PaymentService
 from .middleware import build_middlewares
 from .ops_routes import OpsRoutes
@@ -23,8 +24,9 @@ def build_http_app(
     service: PaymentService,
     authenticator: Authenticator,
     readiness: Callable[[], Awaitable[str | None]],
+    quotas: Quotas | None = None,
 ) -> web.Application:
-    app = web.Application(middlewares=build_middlewares(authenticator), client_max_size=settings.http_max_body_bytes)
+    app = web.Application(middlewares=build_middlewares(authenticator, quotas), client_max_size=settings.http_max_body_bytes)
     app["read_timeout"] = settings.http_read_timeout_seconds
     app["max_body"] = settings.http_max_body_bytes
     Routes(service, readiness).register(app)

@@ -16,6 +16,7 @@ from aiohttp import ClientPayloadError, web
 from ... import metrics
 from ...auth.authenticators import INVALID_KEY, Authenticator
 from ...domain.errors import ErrorKind, PaymentsError, UnauthenticatedError, ValidationError
+from ...resilience.quotas import Quotas, http_class
 from ..errors import http_error, internal_error
 from ..request_context import current_caller
 from ..untrusted_input import text_problem
@@ -76,7 +77,7 @@ def header_text(request: web.Request, name: str) -> str | None:
     return None if text_problem(value) else value
 
 
-def build_middlewares(authenticator: Authenticator):
+def build_middlewares(authenticator: Authenticator, quotas: Quotas | None = None):
     @web.middleware
     async def request_id_and_auth(request: web.Request, handler):
         if request.path.startswith(OPEN_PREFIXES):
@@ -94,7 +95,7 @@ def build_middlewares(authenticator: Authenticator):
             _log_request(request, response, started)
             return response
         with structlog.contextvars.bound_contextvars(request_id=request_id):
-            response = await _mapped(_authenticated(request, handler, authenticator))
+            response = await _mapped(_authenticated(request, handler, authenticator, quotas))
             response.headers["X-Request-ID"] = request_id
             _log_request(request, response, started)
             return response
@@ -144,7 +145,8 @@ def _log_request(request: web.Request, response: web.StreamResponse, started: fl
     )
 
 
-async def _authenticated(request: web.Request, handler, authenticator: Authenticator) -> web.StreamResponse:
+async def _authenticated(request: web.Request, handler, authenticator: Authenticator,
+                         quotas: Quotas | None) -> web.StreamResponse:
     api_key = header_text(request, "X-API-Key")
     if api_key == "":
         raise UnauthenticatedError("missing x-api-key header")
@@ -153,6 +155,8 @@ async def _authenticated(request: web.Request, handler, authenticator: Authentic
     caller = await authenticator.authenticate(api_key)
     current_caller.set(caller)
     structlog.contextvars.bind_contextvars(caller=caller.service_name)
+    if quotas is not None:
+        await quotas.admit(caller.service_name, http_class(request.method, request.path))
     return await handler(request)
 
 

@@ -42,7 +42,7 @@ RESPONSE_HEADERS = {
     "Retry-After": {"description": "Seconds to wait before retrying (with the same request_id).",
                     "schema": {"type": "integer", "minimum": 0}},
 }
-RETRY_STATUSES = (409, 503)  # the statuses whose errors carry a retry hint
+RETRY_STATUSES = (409, 429, 503)  # the statuses whose errors carry a retry hint
 PATH_ID = {"name": "id", "in": "path", "required": True,
            "schema": {"type": "integer", "minimum": 1, "maximum": 2**64 - 1, "description": "uint64"}}
 URL = {"type": "string", "maxLength": 1024, "pattern": "^\\s*[Hh][Tt][Tt][Pp][Ss]?://[^\\s/?#]+\\S*\\s*$"}
@@ -145,14 +145,14 @@ def _with_nested(descriptors: list[Descriptor]) -> list[Descriptor]:
 
 def _responses(ok_status: int, ok_schema: str, *errors: int, replayed: bool = False,
                echoed: bool = True) -> dict[str, Any]:
-    """The success answer and the error answers (400, 401, 403, 503 and `errors`).
+    """The success answer and the error answers (400, 401, 403, 429 (a caller's quota), 503 and `errors`).
     `replayed`: the success may be an idempotent replay; `echoed`: X-Request-ID comes back."""
     echo = {"X-Request-ID": {"$ref": "#/components/headers/X-Request-ID"}} if echoed else {}
     ok_headers = {**echo, **({"idempotent-replayed": {"$ref": "#/components/headers/idempotent-replayed"}} if replayed else {})}
     out: dict[str, Any] = {str(ok_status): {
         "description": "OK", "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ok_schema}"}}},
         **({"headers": ok_headers} if ok_headers else {})}}
-    for status in sorted({400, 401, 403, 503, *errors}):
+    for status in sorted({400, 401, 403, 429, 503, *errors}):
         headers = dict(echo)
         if status in RETRY_STATUSES:
             headers["Retry-After"] = {"$ref": "#/components/headers/Retry-After"}

@@ -1,0 +1,40 @@
+"""Every call to a provider goes through its circuit: the registry wraps each provider
+in a GuardedProvider, so creates, cancels, refunds and the jobs' reads (reconcile,
+expiry) all respect it without each call site knowing."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from .breaker import DEFAULT_ACCOUNT, Breaker
+
+# The methods that reach the provider over the network (parse_callback and validate do not).
+GUARDED_OPERATIONS = frozenset({"create_checkout", "cancel", "refund", "fetch_status", "fetch_refunds", "release"})
+
+
+class GuardedProvider:
+    def __init__(self, inner: Any, breaker: Breaker):
+        self._inner = inner
+        self._breaker = breaker
+        self.type = inner.type
+        self._guarded: dict[str, Any] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._inner, name)
+        if name not in GUARDED_OPERATIONS or not inspect.iscoroutinefunction(attribute):
+            return attribute
+        guarded = self._guarded.get(name)
+        if guarded is None:
+            guarded = self._guarded[name] = self._guard(name, attribute)
+        return guarded
+
+    def _guard(self, operation: str, method):
+        breaker, provider = self._breaker, self.type.code
+        account_id = getattr(self._inner, "account_id", None)  # MeteredProvider names the provider account
+        account = DEFAULT_ACCOUNT if account_id is None else str(account_id)
+
+        async def call(*args, **kwargs):
+            return await breaker.call(provider, account, operation, lambda: method(*args, **kwargs))
+
+        return call

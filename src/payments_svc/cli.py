@@ -17,6 +17,7 @@ import click
 from .cli_settings import command_settings, run_command
 from .db import MYSQL_SERVERS
 from .jobs.commands import callbacks, expire, reconcile
+from .resilience.commands import keys_limits
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -296,6 +297,7 @@ def signing_secret(service_name: str, rotate: bool, grace_hours: float) -> None:
     click.echo(newest.secret)
 
 
+keys.add_command(keys_limits)
 main.add_command(reconcile)
 main.add_command(callbacks)
 main.add_command(expire)

@@ -141,7 +141,7 @@ def build_authenticator(settings: Settings, db: Database) -> Authenticator:
 
 def build_container(settings: Settings) -> Container:
     db = open_database(settings)
-    store = open_store(settings.resilience.redis_url)
+    store = open_store(settings.resilience)
     providers = build_providers(settings, db, store)
     quotas = Quotas(db, store, settings.resilience)
     return Container(

@@ -8,9 +8,10 @@ import uuid
 
 import pytest
 
-from payments_svc.resilience.store import KEY_PREFIX, LocalStore, RedisStore
+from payments_svc.resilience.store import LocalStore, RedisStore
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+KEY_PREFIX = "payments-svc-test:"
 
 
 async def redis_problem() -> str | None:
@@ -52,7 +53,7 @@ async def store(request):
         yield LocalStore()
         return
     await require_redis()
-    shared = RedisStore(REDIS_URL)
+    shared = RedisStore(REDIS_URL, KEY_PREFIX)
     yield shared
     await shared.close()
 

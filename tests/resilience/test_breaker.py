@@ -17,7 +17,7 @@ from payments_svc.resilience.breaker import Breaker, CircuitOpenError
 from payments_svc.resilience.settings import BreakerSettings
 from payments_svc.resilience.store import RedisStore
 
-from .conftest import REDIS_URL, forget
+from .conftest import KEY_PREFIX, REDIS_URL, forget
 
 
 class Provider:
@@ -157,7 +157,7 @@ async def test_timeouts_count_and_while_open_no_call_waits_for_the_timeout(store
 async def test_two_processes_share_one_circuit_through_redis(store, name, cleanup):
     if not isinstance(store, RedisStore):
         pytest.skip("one process's own circuits are not shared (by design)")
-    other_store = RedisStore(REDIS_URL)
+    other_store = RedisStore(REDIS_URL, KEY_PREFIX)
     try:
         one, other, provider = breaker(store), breaker(other_store), Provider()
         await open_it(one, name, provider)
@@ -169,7 +169,7 @@ async def test_two_processes_share_one_circuit_through_redis(store, name, cleanu
 
 
 async def test_a_redis_that_does_not_answer_leaves_each_process_its_own_circuit(name):
-    dead = RedisStore("redis://127.0.0.1:1/0")  # nothing listens on port 1
+    dead = RedisStore("redis://127.0.0.1:1/0", KEY_PREFIX)  # nothing listens on port 1
     try:
         b, provider = breaker(dead), Provider()
         with capture_logs() as logs:

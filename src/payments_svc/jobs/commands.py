@@ -41,7 +41,7 @@ async def _run(settings: Settings, build: Callable[[PaymentService], Job], inter
         await check_schema(db)
         await check_accounts(db, settings)
         serve_worker_metrics(settings.metrics_port)
-        store = open_store(settings.resilience.redis_url)  # the circuits the servers see, with Redis
+        store = open_store(settings.resilience)  # the circuits the servers see, with Redis
         providers = build_providers(settings, db, store)
         job = build(PaymentService(db, providers, settings))
         try:

@@ -84,6 +84,14 @@ class Breaker:
         await asyncio.shield(self._outcome(key, provider, account, operation, ok=True, probe=probe, error=None))
         return result
 
+    async def ensure_closed(self, provider: str, account: str) -> None:
+        """Raises CircuitOpenError while calls to the provider would be refused (takes no probe)."""
+        wait = await self._store.peek(f"circuit:{provider}:{account}", time.time())
+        if wait > 0:
+            metrics.CIRCUIT_STATE.labels(provider, account).set(STATE_OPEN)
+            metrics.SHORT_CIRCUITED.labels(provider, account, "create_checkout").inc()
+            raise CircuitOpenError(provider, wait)
+
     async def _outcome(self, key: str, provider: str, account: str, operation: str, *, ok: bool, probe: bool,
                        error: BaseException | None) -> None:
         transition = await self._store.record(key, self._rules, ok, probe, time.time())

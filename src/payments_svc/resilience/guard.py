@@ -20,6 +20,10 @@ class GuardedProvider:
         self.type = inner.type
         self._guarded: dict[str, Any] = {}
 
+    async def ensure_available(self) -> None:
+        """Raises CircuitOpenError while this provider's circuit refuses calls."""
+        await self._breaker.ensure_closed(self.type.code, DEFAULT_ACCOUNT)
+
     def __getattr__(self, name: str) -> Any:
         attribute = getattr(self._inner, name)
         if name not in GUARDED_OPERATIONS or not inspect.iscoroutinefunction(attribute):
@@ -38,3 +42,10 @@ class GuardedProvider:
             return await breaker.call(provider, account, operation, lambda: method(*args, **kwargs))
 
         return call
+
+
+async def ensure_available(provider: Any) -> None:
+    """Before reserving a payment at a provider: refuses at once (CircuitOpenError) while its
+    circuit is open, so that no payment is left half-made for a provider known to be down."""
+    if isinstance(provider, GuardedProvider):
+        await provider.ensure_available()

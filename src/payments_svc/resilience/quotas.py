@@ -60,9 +60,13 @@ class Quotas:
         self._loading = asyncio.Lock()
 
     async def limits(self, service: str) -> Limits:
-        if time.monotonic() - self._loaded_at >= self._refresh_seconds and not self._loading.locked():
+        stale = time.monotonic() - self._loaded_at >= self._refresh_seconds
+        # One reload at a time; while it runs the others use the limits read before, except
+        # before the first read, when there are none to use.
+        if stale and (not self._loading.locked() or self._loaded_at == float("-inf")):
             async with self._loading:
-                await self._reload()
+                if time.monotonic() - self._loaded_at >= self._refresh_seconds:
+                    await self._reload()
         return self._by_service.get(service, self._default)
 
     async def _reload(self) -> None:

@@ -39,6 +39,7 @@ class Limits:
 @dataclass(frozen=True, slots=True)
 class ResilienceSettings:
     redis_url: str | None = field(default=None, repr=False)  # None: every process keeps its own state
+    redis_key_prefix: str = "payments-svc:"  # keeps environments sharing one Redis apart
     breaker: BreakerSettings = BreakerSettings()
     default_limits: Limits = Limits()
     limits_refresh_seconds: float = 5.0  # how soon `keys limits` reaches every process
@@ -78,6 +79,8 @@ def resilience_settings_from_env(env: dict[str, str]) -> ResilienceSettings:
         max_open_payments=int(_number(env, "PAYMENTS_QUOTA_MAX_OPEN_PAYMENTS", 0, minimum=0, integer=True)),
     )
     return ResilienceSettings(
-        redis_url=redis_url, breaker=breaker, default_limits=limits,
+        redis_url=redis_url,
+        redis_key_prefix=(env.get("PAYMENTS_REDIS_KEY_PREFIX") or "").strip() or "payments-svc:",
+        breaker=breaker, default_limits=limits,
         limits_refresh_seconds=_number(env, "PAYMENTS_QUOTA_REFRESH_SECONDS", 5, minimum=0),
     )

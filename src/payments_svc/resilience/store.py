@@ -14,11 +14,12 @@ from typing import Protocol
 
 import structlog
 
+from .settings import ResilienceSettings
+
 log = structlog.get_logger("payments.resilience")
 
 REDIS_TIMEOUT_SECONDS = 0.25  # a slow Redis must not become the latency of every request
 REDIS_RETRY_SECONDS = 5.0  # after a Redis error, this process's own state until then
-KEY_PREFIX = "payments-svc:"
 
 # Admission outcomes of a circuit.
 CALL, PROBE, REJECT = "call", "probe", "reject"
@@ -39,6 +40,9 @@ class CircuitRules:
 class Store(Protocol):
     async def admit(self, key: str, rules: CircuitRules, now: float) -> tuple[str, float]:
         """(CALL | PROBE | REJECT, seconds until the circuit may let a call through)."""
+
+    async def peek(self, key: str, now: float) -> float:
+        """0 when a call would be let through now, else the seconds until one may be (no probe is taken)."""
 
     async def record(self, key: str, rules: CircuitRules, ok: bool, probe: bool, now: float) -> str | None:
         """The outcome of an admitted call; the transition it caused, if any."""
@@ -78,6 +82,12 @@ class LocalStore:
             return REJECT, circuit.probe_until - now
         circuit.probe_until = now + rules.probe_seconds
         return PROBE, 0.0
+
+    async def peek(self, key: str, now: float) -> float:
+        circuit = self._circuits.get(key)
+        if circuit is None or not circuit.open:
+            return 0.0
+        return max(circuit.opened_until - now, circuit.probe_until - now, 0.0)
 
     async def record(self, key: str, rules: CircuitRules, ok: bool, probe: bool, now: float) -> str | None:
         circuit = self._circuits.setdefault(key, _Circuit(window_start=now))
@@ -130,6 +140,14 @@ redis.call('HSET', KEYS[1], 'probe_until', tostring(now + tonumber(ARGV[2])))
 return {'probe', '0'}
 """
 
+# KEYS[1] the circuit's hash; ARGV: now. The seconds until a call may go through ('0': now).
+_PEEK = """
+local c = redis.call('HMGET', KEYS[1], 'open', 'opened_until', 'probe_until')
+if c[1] ~= '1' then return '0' end
+local now = tonumber(ARGV[1])
+return tostring(math.max(tonumber(c[2]) - now, tonumber(c[3] or '0') - now, 0))
+"""
+
 # KEYS[1] the circuit; ARGV: now, ok, probe, threshold, rate, min_calls, window, cooldown.
 _RECORD = """
 local now, ok, probe = tonumber(ARGV[1]), ARGV[2] == '1', ARGV[3] == '1'
@@ -177,14 +195,16 @@ return wait
 class RedisStore:
     """Circuits and buckets in Redis; this process's LocalStore while Redis fails."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, prefix: str):
         import redis.asyncio as redis  # only deployments that set PAYMENTS_REDIS_URL load it
 
         self._redis = redis.Redis.from_url(url, socket_timeout=REDIS_TIMEOUT_SECONDS,
                                            socket_connect_timeout=REDIS_TIMEOUT_SECONDS, decode_responses=True)
         self._admit = self._redis.register_script(_ADMIT)
         self._record = self._redis.register_script(_RECORD)
+        self._peek = self._redis.register_script(_PEEK)
         self._take = self._redis.register_script(_TAKE)
+        self._prefix = prefix
         self._fallback = LocalStore()
         self._failing_until = 0.0
 
@@ -192,7 +212,7 @@ class RedisStore:
         if time.monotonic() < self._failing_until:
             return await fallback()
         try:
-            return await script(keys=[KEY_PREFIX + key], args=args)
+            return await script(keys=[self._prefix + key], args=args)
         except Exception as exc:  # redis errors, timeouts, refused connections: all mean "not now"
             self._failing_until = time.monotonic() + REDIS_RETRY_SECONDS
             log.warning("redis_unavailable", error=f"{type(exc).__name__}: {exc}",
@@ -204,6 +224,9 @@ class RedisStore:
                                  lambda: self._fallback.admit(key, rules, now))
         return result[0], float(result[1])
 
+    async def peek(self, key: str, now: float) -> float:
+        return float(await self._run(self._peek, key, [now], lambda: self._fallback.peek(key, now)))
+
     async def record(self, key: str, rules: CircuitRules, ok: bool, probe: bool, now: float) -> str | None:
         args = [now, int(ok), int(probe), rules.failure_threshold, rules.failure_rate, rules.min_calls,
                 rules.window_seconds, rules.cooldown_seconds]
@@ -211,7 +234,7 @@ class RedisStore:
 
     async def release_probe(self, key: str) -> None:
         try:
-            await self._redis.hset(KEY_PREFIX + key, "probe_until", "0")
+            await self._redis.hset(self._prefix + key, "probe_until", "0")
         except Exception:  # the probe's lease runs out by itself
             await self._fallback.release_probe(key)
 
@@ -222,8 +245,8 @@ class RedisStore:
         await self._redis.aclose()
 
 
-def open_store(redis_url: str | None) -> LocalStore | RedisStore:
-    return RedisStore(redis_url) if redis_url else LocalStore()
+def open_store(settings: ResilienceSettings) -> LocalStore | RedisStore:
+    return RedisStore(settings.redis_url, settings.redis_key_prefix) if settings.redis_url else LocalStore()
 
 
 def retry_after(seconds: float) -> int:

@@ -43,6 +43,7 @@ from ..providers.base import CancelOutcome, Checkout, Provider, provider_idempot
 from ..providers.registry import ProviderRegistry
 from ..repository.events import EventRepository
 from ..repository.payments import DuplicatePaymentKey, PaymentRepository
+from ..resilience.guard import ensure_available
 from ..resilience.quotas import Quotas
 from .provider_events import CallbackOutcome, ProviderCallbacks
 from .refunds import RefundResult, RefundService, validate_refund
@@ -92,6 +93,7 @@ class PaymentService:
         provider = await self.providers.for_caller(cmd.caller_service, provider)
         if self.quotas is not None:
             await self.quotas.check_open_payments(cmd.caller_service)
+        await ensure_available(provider)
         # Phase 1: reserve the key. The unique index decides between concurrent duplicates.
         now = utcnow()
         values = self._new_payment(cmd, provider, fingerprint, now)

@@ -17,6 +17,7 @@ from .callback_policy import CallbackDestinations, IPNetwork, parse_host_pattern
 from .providers.stellar.settings import StellarSettings, stellar_settings_from_env
 from .providers.stripe.settings import StripeSettings, stripe_settings_from_env
 from .providers.vnpay.settings import VnpayCredentials, vnpay_credentials_from_env
+from .resilience.routing import RoutingError
 from .resilience.settings import ResilienceSettings, SettingError, resilience_settings_from_env
 from .webhooks_signing import secret_key
 
@@ -292,7 +293,7 @@ def _encryption_keys(environ) -> EncryptionKeys | None:
 def _resilience(environ) -> ResilienceSettings:
     try:
         return resilience_settings_from_env(environ)
-    except SettingError as exc:
+    except (SettingError, RoutingError) as exc:
         raise ConfigError(str(exc)) from None
 
 

@@ -32,6 +32,7 @@ from .providers.vnpay.settings import VnpayCredentials
 from .resilience.breaker import Breaker
 from .resilience.quotas import Quotas
 from .resilience.guard import GuardedProvider
+from .resilience.routing import RoutingError, check_rules
 from .resilience.store import LocalStore, RedisStore, open_store
 from .service.payments import PaymentService
 
@@ -113,6 +114,10 @@ def build_providers(settings: Settings, db: Database | None = None,
             f"PAYMENTS_DEFAULT_PROVIDER={settings.default_provider} is not an enabled provider "
             f"(enabled: {', '.join(enabled)})"
         )
+    try:
+        check_rules(settings.resilience.routing_rules, {p.type: p for p in providers})
+    except RoutingError as exc:
+        raise ConfigError(f"PAYMENTS_ROUTING_RULES: {exc}") from None
     breaker = Breaker(store or LocalStore(), settings.resilience.breaker, timeout_seconds=settings.provider_timeout_seconds)
     accounts = None
     if db is not None:

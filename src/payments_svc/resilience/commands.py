@@ -82,3 +82,27 @@ def keys_limits(service_name: str | None, reset: bool, **values: float | int | N
     click.echo(f"(default)\t{_describe(default)}")
     for row in rows:
         click.echo(f"{row.service_name}\t{_describe(dataclasses.replace(default, **row.values))}")
+
+
+@click.group()
+def providers() -> None:
+    """The enabled payment providers and how creates are routed to them."""
+
+
+@providers.command("routes")
+def providers_routes() -> None:
+    """List the routing rules (PAYMENTS_ROUTING_RULES) in the order they are tried.
+
+    A create naming no provider goes by the first rule that matches, to its first provider
+    whose circuit is closed; with no rule matching, to the default provider."""
+    settings = command_settings()
+    from ..config import ConfigError
+    from ..container import build_providers
+
+    try:
+        registry = build_providers(settings)  # checks the rules against the enabled providers
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    for rule in settings.resilience.routing_rules:
+        click.echo(rule.describe())
+    click.echo(f"(otherwise)\t(any)\t-> {registry.default.code} (the default provider)")

@@ -18,11 +18,13 @@ class GuardedProvider:
         self._inner = inner
         self._breaker = breaker
         self.type = inner.type
+        self.account_id = getattr(inner, "account_id", None)  # MeteredProvider names the provider account
+        self._circuit_account = DEFAULT_ACCOUNT if self.account_id is None else str(self.account_id)
         self._guarded: dict[str, Any] = {}
 
     async def ensure_available(self) -> None:
         """Raises CircuitOpenError while this provider's circuit refuses calls."""
-        await self._breaker.ensure_closed(self.type.code, DEFAULT_ACCOUNT)
+        await self._breaker.ensure_closed(self.type.code, self._circuit_account)
 
     def __getattr__(self, name: str) -> Any:
         attribute = getattr(self._inner, name)
@@ -34,9 +36,7 @@ class GuardedProvider:
         return guarded
 
     def _guard(self, operation: str, method):
-        breaker, provider = self._breaker, self.type.code
-        account_id = getattr(self._inner, "account_id", None)  # MeteredProvider names the provider account
-        account = DEFAULT_ACCOUNT if account_id is None else str(account_id)
+        breaker, provider, account = self._breaker, self.type.code, self._circuit_account
 
         async def call(*args, **kwargs):
             return await breaker.call(provider, account, operation, lambda: method(*args, **kwargs))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from .routing import parse_rules
+
 
 class SettingError(ValueError):
     """A malformed setting; the message names the variable (config.py makes it a ConfigError)."""
@@ -43,6 +45,7 @@ class ResilienceSettings:
     breaker: BreakerSettings = BreakerSettings()
     default_limits: Limits = Limits()
     limits_refresh_seconds: float = 5.0  # how soon `keys limits` reaches every process
+    routing_rules: tuple = ()  # routing.Rule, in order (PAYMENTS_ROUTING_RULES)
 
 
 def _number(env: dict[str, str], name: str, default: float, *, minimum: float, maximum: float | None = None,
@@ -83,4 +86,5 @@ def resilience_settings_from_env(env: dict[str, str]) -> ResilienceSettings:
         redis_key_prefix=(env.get("PAYMENTS_REDIS_KEY_PREFIX") or "").strip() or "payments-svc:",
         breaker=breaker, default_limits=limits,
         limits_refresh_seconds=_number(env, "PAYMENTS_QUOTA_REFRESH_SECONDS", 5, minimum=0),
+        routing_rules=parse_rules(env.get("PAYMENTS_ROUTING_RULES")),
     )

@@ -43,8 +43,10 @@ from ..providers.base import CancelOutcome, Checkout, Provider, provider_idempot
 from ..providers.registry import ProviderRegistry
 from ..repository.events import EventRepository
 from ..repository.payments import DuplicatePaymentKey, PaymentRepository
+from ..resilience.failover import create_with_failover, first_available
 from ..resilience.guard import ensure_available
 from ..resilience.quotas import Quotas
+from ..resilience.routing import Router
 from .provider_events import CallbackOutcome, ProviderCallbacks
 from .refunds import RefundResult, RefundService, validate_refund
 from .status_changes import ConcurrentUpdate, StatusChange, apply_status_change
@@ -67,6 +69,7 @@ class PaymentService:
         self.providers = providers
         self.settings = settings
         self.quotas = quotas
+        self.router = Router(settings.resilience.routing_rules)
         self.callbacks = ProviderCallbacks(self)
         self.refunds = RefundService(self)
 
@@ -74,7 +77,9 @@ class PaymentService:
 
     async def create_payment(self, caller: Caller, command: CreatePaymentCommand) -> CreateResult:
         cmd = command.normalized()
-        chosen = self.providers.find(cmd.provider)  # None: validation, then resolve() below, say why
+        rule = self.router.route(cmd)  # provider 0 and a routing rule matches: its providers, in order
+        candidates = [self.providers.get(t) for t in rule.providers] if rule else []
+        chosen = candidates[0] if rule else self.providers.find(cmd.provider)  # None: validation says why
         validate_create(cmd, max_amount_cents=self.settings.max_amount_cents,
                         provider_checks=chosen.validate if chosen else check_iso_currency)
         problem = self.settings.callback_destinations.url_problem(cmd.status_callback_url)
@@ -82,18 +87,25 @@ class PaymentService:
             raise ValidationError(problem, field="status_callback_url")
         if not caller.may_act_for(cmd.caller_service):
             raise PermissionDeniedError(f"this api key may not act for caller_service {cmd.caller_service!r}", field="caller_service")
-        provider = self.providers.resolve(cmd.provider)
-        fingerprint = cmd.fingerprint(provider.type)
+        provider = chosen if rule else self.providers.resolve(cmd.provider)
+        fingerprint = cmd.fingerprint(provider.type)  # a rule's first choice: the same whatever failover does
 
         async with self.db.read() as conn:
             existing = await PaymentRepository(conn).find_by_key(cmd.caller_service, cmd.request_id)
         if existing is not None:
             return await self._resume(existing, fingerprint)
 
-        provider = await self.providers.for_caller(cmd.caller_service, provider)
         if self.quotas is not None:
             await self.quotas.check_open_payments(cmd.caller_service)
-        await ensure_available(provider)
+        later, routed = [], None
+        if rule:  # each candidate with the caller's own account there, if it has one
+            candidates = [await self.providers.for_caller(cmd.caller_service, c) for c in candidates]
+            provider, later, skipped = await first_available(candidates)
+            routed = f"routed to {provider.type.code} by rule {rule.name}" + (
+                f" ({', '.join(skipped)} skipped: circuit open)" if skipped else "")
+        else:
+            provider = await self.providers.for_caller(cmd.caller_service, provider)
+            await ensure_available(provider)
         # Phase 1: reserve the key. The unique index decides between concurrent duplicates.
         now = utcnow()
         values = self._new_payment(cmd, provider, fingerprint, now)
@@ -102,7 +114,7 @@ class PaymentService:
                 payment = await PaymentRepository(conn).insert(values)
                 await EventRepository(conn).add(
                     payment_id=payment.id, event_type="payment_created", old_status=None,
-                    new_status=PaymentStatus.CREATED, now=now,
+                    new_status=PaymentStatus.CREATED, now=now, message=routed,
                 )
         except DuplicatePaymentKey:
             async with self.db.read() as conn:
@@ -111,7 +123,7 @@ class PaymentService:
                 raise ServiceUnavailableError("could not reserve the payment; retry with the same request_id") from None
             return await self._resume(existing, fingerprint)
         # Phase 2, outside any transaction.
-        return CreateResult(await self.call_provider_create(payment, provider), replayed=False)
+        return CreateResult(await create_with_failover(self, payment, provider, later), replayed=False)
 
     def _new_payment(self, cmd: CreatePaymentCommand, provider: Provider, fingerprint: str, now) -> dict:
         callback_hash = str(uuid.uuid4())
@@ -193,7 +205,7 @@ class PaymentService:
             if exc.retryable:
                 await self._release_create_lease(payment)
                 raise ServiceUnavailableError(f"{exc.message}; retry with the same request_id",
-                                              retry_after_seconds=exc.retry_after_seconds) from None
+                                              retry_after_seconds=exc.retry_after_seconds) from exc  # failover reads it
             await self._fail_create(payment, exc)
             raise
         return await self._finish_create(payment, provider, checkout)

@@ -77,6 +77,7 @@ bench: install
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs; \
 	  else echo "bench: node is missing; install Node.js >= 18 (apt-get install nodejs)" >&2; exit 1; fi; }
 	$(PY) bench/run.py $(BENCH_ARGS)
+	@if [ -z "$(BENCH_ARGS)" ]; then $(PY) bench/provider_outage.py; fi  # ~1 min: the circuit breaker under an outage
 
 # End-to-end suite, separate from `make test` (see e2e/run.sh): a fresh database on the local
 # MariaDB (started if installed and down) or on E2E_DATABASE_URL, `payments-svc serve` and every

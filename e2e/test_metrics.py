@@ -28,6 +28,9 @@ METRIC_FAMILIES = (
     "payments_job_run_duration_seconds",
     "payments_stellar_watcher_lag_seconds",
     "payments_stellar_feed_refused",
+    "payments_provider_circuit_state",
+    "payments_provider_short_circuited_total",
+    "payments_quota_rejected_total",
 )
 _SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?P<labels>.*)\})?\s+(?P<value>\S+)")
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')

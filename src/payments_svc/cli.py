@@ -72,7 +72,7 @@ def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> 
     context_settings={"help_option_names": ["-h", "--help"]},
     lazy={"stellar": ("payments_svc.providers.stellar.commands:stellar", "The Stellar provider's ledger watcher."),
           "accounts": ("payments_svc.accounts.commands:accounts", "Caller services' own provider accounts."),
-          "providers": ("payments_svc.resilience.commands:providers", "The providers' routing rules.")},
+          "providers": ("payments_svc.resilience.commands:providers", "How creates are routed to the providers.")},
 )
 @click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
               help="Print the version and exit.")

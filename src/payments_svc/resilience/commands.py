@@ -86,7 +86,7 @@ def keys_limits(service_name: str | None, reset: bool, **values: float | int | N
 
 @click.group()
 def providers() -> None:
-    """The enabled payment providers and how creates are routed to them."""
+    """How creates are routed to the providers."""
 
 
 @providers.command("routes")

@@ -283,7 +283,7 @@ async def test_create_answers_201_with_the_wire_format(http):
     assert reply.headers["X-Request-ID"] == "rid-create"
     assert "idempotent-replayed" not in reply.headers
     assert reply.text.endswith("\n")
-    assert set(reply.json) == {"payment"}
+    assert set(reply.json) == {"payment", "routing_rule"} and reply.json["routing_rule"] == ""  # no rules here
     p = reply.json["payment"]
     assert PAYMENT_KEYS <= set(p) and all(re.fullmatch(r"[a-z][a-z0-9_]*", k) for k in p), sorted(p)
     for name in ("id", "amount_cents", "status", "payment_method", "payment_type", "provider", "refunded_cents",

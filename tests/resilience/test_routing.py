@@ -97,13 +97,16 @@ async def events(container, payment_id: int):
 
 async def test_the_first_matching_rule_decides_and_is_recorded(routed):
     container, first, second = routed
-    created = (await container.service.create_payment(SHOP, command("r-1"))).payment
+    result = await container.service.create_payment(SHOP, command("r-1"))
+    created = result.payment
     assert created.provider == ProviderType.SANDBOX and created.status == PaymentStatus.PENDING
+    assert result.routing_rule == "shop-cards"  # returned (CreatePaymentResponse.routing_rule)
     timeline = await events(container, created.id)
     assert timeline[0].event_type == "payment_created" and timeline[0].message == "routed to sandbox by rule shop-cards"
     # A create naming its provider is not routed.
-    named = (await container.service.create_payment(SHOP, command("r-2", provider=1))).payment
-    assert named.provider == ProviderType.STRIPE
+    named_result = await container.service.create_payment(SHOP, command("r-2", provider=1))
+    named = named_result.payment
+    assert named.provider == ProviderType.STRIPE and named_result.routing_rule == ""
     assert (await events(container, named.id))[0].message is None
 
 
@@ -118,7 +121,7 @@ async def test_a_refused_connection_fails_over_to_the_next_provider_making_exact
         "payment_created", "provider_failover", "checkout_created"]
     # The retry of the same request is a replay of that one payment; no provider is called again.
     replay = await container.service.create_payment(SHOP, command("r-3"))
-    assert replay.replayed and replay.payment.id == created.id
+    assert replay.replayed and replay.payment.id == created.id and replay.routing_rule == "shop-cards"
     assert (first.calls, second.calls) == (1, 1)
     assert len(await rows(container, "r-3")) == 1
 

@@ -297,6 +297,14 @@ class PaymentEnvelopeResponse(_message.Message):
     payment: Payment
     def __init__(self, payment: _Optional[_Union[Payment, _Mapping]] = ...) -> None: ...
 
+class CreatePaymentResponse(_message.Message):
+    __slots__ = ("payment", "routing_rule")
+    PAYMENT_FIELD_NUMBER: _ClassVar[int]
+    ROUTING_RULE_FIELD_NUMBER: _ClassVar[int]
+    payment: Payment
+    routing_rule: str
+    def __init__(self, payment: _Optional[_Union[Payment, _Mapping]] = ..., routing_rule: _Optional[str] = ...) -> None: ...
+
 class ListPaymentsResponse(_message.Message):
     __slots__ = ("payments",)
     PAYMENTS_FIELD_NUMBER: _ClassVar[int]

@@ -46,7 +46,7 @@ from ..repository.payments import DuplicatePaymentKey, PaymentRepository
 from ..resilience.failover import create_with_failover, first_available
 from ..resilience.guard import ensure_available
 from ..resilience.quotas import Quotas
-from ..resilience.routing import Router
+from ..resilience.routing import Router, Rule
 from .provider_events import CallbackOutcome, ProviderCallbacks
 from .refunds import RefundResult, RefundService, validate_refund
 from .status_changes import ConcurrentUpdate, StatusChange, apply_status_change
@@ -61,6 +61,7 @@ MAX_EVENTS_PAGE = 500
 class CreateResult:
     payment: Payment
     replayed: bool
+    routing_rule: str = ""  # the routing rule that chose the payment's provider, if one did
 
 
 class PaymentService:
@@ -93,7 +94,7 @@ class PaymentService:
         async with self.db.read() as conn:
             existing = await PaymentRepository(conn).find_by_key(cmd.caller_service, cmd.request_id)
         if existing is not None:
-            return await self._resume(existing, fingerprint)
+            return _routed(await self._resume(existing, fingerprint), rule)
 
         if self.quotas is not None:
             await self.quotas.check_open_payments(cmd.caller_service)
@@ -121,9 +122,9 @@ class PaymentService:
                 existing = await PaymentRepository(conn).find_by_key(cmd.caller_service, cmd.request_id)
             if existing is None:  # the callback hash collided, not the key: practically impossible
                 raise ServiceUnavailableError("could not reserve the payment; retry with the same request_id") from None
-            return await self._resume(existing, fingerprint)
+            return _routed(await self._resume(existing, fingerprint), rule)
         # Phase 2, outside any transaction.
-        return CreateResult(await create_with_failover(self, payment, provider, later), replayed=False)
+        return _routed(CreateResult(await create_with_failover(self, payment, provider, later), replayed=False), rule)
 
     def _new_payment(self, cmd: CreatePaymentCommand, provider: Provider, fingerprint: str, now) -> dict:
         callback_hash = str(uuid.uuid4())
@@ -375,6 +376,13 @@ class PaymentService:
                 except ConcurrentUpdate:
                     pass
         raise ServiceUnavailableError("payment is being updated concurrently; retry")
+
+
+def _routed(result: CreateResult, rule: Rule | None) -> CreateResult:
+    """The result naming the rule that routed it (a replay too, while the rules still route it so)."""
+    if rule is None or result.payment.provider not in rule.providers:
+        return result
+    return dataclasses.replace(result, routing_rule=rule.name)
 
 
 def visible_to(caller: Caller, payment: Payment | None) -> Payment:

@@ -197,7 +197,7 @@ ERROR_SCHEMA = {
 
 def build_openapi(providers: Collection[ProviderType] | None = None) -> dict[str, Any]:
     """`providers`: the enabled ones (the served document); None: all of them."""
-    responses = [pb.PaymentEnvelopeResponse, pb.ListPaymentsResponse, pb.MessageResponse, pb.HealthResponse,
+    responses = [pb.PaymentEnvelopeResponse, pb.CreatePaymentResponse, pb.ListPaymentsResponse, pb.MessageResponse, pb.HealthResponse,
                  pb.ListPaymentEventsResponse, pb.RefundPaymentResponse]
     schemas = {d.name: message_schema(d) for d in _with_nested([m.DESCRIPTOR for m in responses])}
     schemas["CreatePaymentRequest"] = _create_request_schema()
@@ -222,7 +222,7 @@ def build_openapi(providers: Collection[ProviderType] | None = None) -> dict[str
         "/payments": {
             "post": {"operationId": "CreatePayment", "parameters": [REQUEST_ID], "requestBody": _body("CreatePaymentRequest"),
                      "description": "201 also on an idempotent replay (header idempotent-replayed: true).",
-                     "responses": _responses(201, "PaymentEnvelopeResponse", 408, 409, 413, 422, replayed=True)},
+                     "responses": _responses(201, "CreatePaymentResponse", 408, 409, 413, 422, replayed=True)},
             "get": {"operationId": "ListPayments", "parameters": [
                 REQUEST_ID,
                 _query("request_id", {"type": "string"}), _query("caller_service", {"type": "string"}),

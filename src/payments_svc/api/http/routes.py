@@ -173,7 +173,7 @@ class Routes:
         )
         result = await self.service.create_payment(current_caller.get(), command)
         headers = {REPLAYED_HEADER: "true"} if result.replayed else None
-        return json_response({"payment": payment_fields(result.payment)}, 201, headers)
+        return json_response({"payment": payment_fields(result.payment), "routing_rule": result.routing_rule}, 201, headers)
 
     async def get(self, request: web.Request):
         payment, delivery = await self.callbacks.get_payment_with_delivery(current_caller.get(), _path_id(request))

@@ -26,7 +26,7 @@ SHOP = Caller("shop")
 @pytest.fixture
 async def guarded(make_container):
     container = await make_container(PAYMENTS_PENDING_TIMEOUT_SECONDS="600", PAYMENTS_BREAKER_FAILURE_THRESHOLD="2",
-                                     PAYMENTS_BREAKER_COOLDOWN_SECONDS="1", **STALE)
+                                     PAYMENTS_BREAKER_COOLDOWN_SECONDS="4", **STALE)
     provider = ScriptedProvider()
     settings = container.settings
     container.service.providers = ProviderRegistry(
@@ -57,7 +57,7 @@ async def test_reconcile_and_expire_leave_a_provider_with_an_open_circuit_alone(
     assert (expired.deferred, expired.failed) == (1, 0) and provider.cancel_keys == []
     assert (await service.get_payment(SHOP, old.id)).status == PaymentStatus.PENDING
 
-    await asyncio.sleep(1.1)  # the cool-down: the next call is the probe, and it succeeds
+    await asyncio.sleep(4.1)  # the cool-down (long enough that a loaded machine ends no run inside it): the next call is the probe, and it succeeds
     await age(service, old.id, seconds=601, reconcile_next_at=None, job_lease_until=None)  # the deferred claim's end
     expired = await PendingExpirer(service).run_batch(asyncio.Event())
     assert expired.done == 1 and len(provider.cancel_keys) == 1

@@ -30,8 +30,8 @@ from .providers.stripe.settings import StripeSettings
 from .providers.vnpay.provider import VnpayProvider
 from .providers.vnpay.settings import VnpayCredentials
 from .resilience.breaker import Breaker
-from .resilience.quotas import Quotas
 from .resilience.guard import GuardedProvider
+from .resilience.quotas import Quotas
 from .resilience.routing import RoutingError, check_rules
 from .resilience.store import LocalStore, RedisStore, open_store
 from .service.payments import PaymentService

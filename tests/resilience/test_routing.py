@@ -20,7 +20,7 @@ from payments_svc.domain.enums import PaymentStatus, ProviderType
 from payments_svc.domain.errors import ProviderError, ServiceUnavailableError
 from payments_svc.domain.payment import CreatePaymentCommand
 from payments_svc.providers.registry import ProviderRegistry
-from payments_svc.providers.sandbox import SandboxProvider
+from payments_svc.providers.sandbox.provider import SandboxProvider
 from payments_svc.repository.events import EventRepository
 from payments_svc.resilience.breaker import Breaker
 from payments_svc.resilience.routing import Router, RoutingError, parse_rules

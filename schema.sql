@@ -59,7 +59,9 @@ CREATE TABLE IF NOT EXISTS payments (
   KEY idx_payments_reconcile (status, reconcile_next_at),
   KEY idx_payments_provider_payment_id (provider, provider_payment_id),
   KEY idx_payments_resource (resource_type, resource_id),
-  KEY idx_payments_created_at (created_at)
+  KEY idx_payments_created_at (created_at),
+  KEY idx_payments_caller_created (caller_service, created_at, status, currency, amount_cents, refunded_cents),
+  KEY idx_payments_caller_customer (caller_service, customer_ref, created_at)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 
 CREATE TABLE IF NOT EXISTS payment_events (
@@ -123,6 +125,7 @@ CREATE TABLE IF NOT EXISTS callback_deliveries (
   UNIQUE KEY idx_callback_deliveries_delivery_id (delivery_id),
   KEY idx_callback_deliveries_due (status, next_attempt_at),
   KEY idx_callback_deliveries_payment (payment_id, id),
+  KEY idx_callback_deliveries_caller_status (caller_service, status, id),
   CONSTRAINT fk_callback_deliveries_payment FOREIGN KEY (payment_id) REFERENCES payments (id) ON DELETE CASCADE
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 
@@ -270,6 +273,40 @@ CREATE TABLE IF NOT EXISTS caller_limits (
   max_open_payments INT NULL,
   updated_at DATETIME(6) NOT NULL,
   PRIMARY KEY (service_name)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+-- Append-only audit trail: who (service, key id) changed what outside the normal flow, when,
+-- under which request id. Never updated or deleted by the service.
+CREATE TABLE IF NOT EXISTS audit_log (
+  id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT,
+  occurred_at DATETIME(6) NOT NULL,
+  actor_service VARCHAR(128) COLLATE utf8mb4_nopad_bin NOT NULL,
+  actor_key_id VARCHAR(64) NOT NULL,
+  action VARCHAR(64) COLLATE utf8mb4_nopad_bin NOT NULL,
+  target_type VARCHAR(32) COLLATE utf8mb4_nopad_bin NOT NULL,
+  target_id VARCHAR(255) COLLATE utf8mb4_nopad_bin NOT NULL,
+  request_id VARCHAR(255) NOT NULL,
+  detail VARCHAR(1024) NOT NULL,
+  PRIMARY KEY (id),
+  KEY idx_audit_log_action (action, id),
+  KEY idx_audit_log_target (target_type, target_id, id)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+-- VerifyPayment's per-payment rate limit, shared by every process.
+CREATE TABLE IF NOT EXISTS verify_claims (
+  payment_id BIGINT UNSIGNED NOT NULL,
+  verified_at DATETIME(6) NOT NULL,
+  PRIMARY KEY (payment_id),
+  CONSTRAINT fk_verify_claims_payment FOREIGN KEY (payment_id) REFERENCES payments (id) ON DELETE CASCADE
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+-- Each worker's last successful batch and backlog (GetSystemStatus).
+CREATE TABLE IF NOT EXISTS worker_heartbeats (
+  worker VARCHAR(64) COLLATE utf8mb4_nopad_bin NOT NULL,
+  last_success_at DATETIME(6) NOT NULL,
+  backlog BIGINT NOT NULL DEFAULT 0,
+  detail VARCHAR(1024) NOT NULL DEFAULT '',
+  PRIMARY KEY (worker)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 
 -- The version record of the releases before versioned migrations, kept holding version 1 so

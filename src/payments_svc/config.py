@@ -241,6 +241,11 @@ class Settings:
     reconcile_interval_seconds: float = 120.0
     callback_dispatch_interval_seconds: float = 60.0
     expire_pending_interval_seconds: float = 300.0
+    watch_poll_interval_seconds: float = 0.25  # the process's one events-table tail (service/watch.py)
+    watch_keepalive_seconds: float = 15.0
+    watch_queue_size: int = 256
+    verify_min_interval_seconds: float = 10.0
+    worker_stale_after_seconds: float = 600.0
     stellar: StellarSettings | None = None  # None: the Stellar provider is disabled
     stripe: StripeSettings | None = None  # None: Stripe is disabled (no STRIPE_SECRET_KEY)
     vnpay: VnpayCredentials | None = None  # the default VNPay account; None: VNPay is disabled (no VNPAY_TMN_CODE)
@@ -383,6 +388,11 @@ def load_settings(environ: dict[str, str] | None = None, *, base_dir: Path | Non
         reconcile_interval_seconds=_seconds(env, "PAYMENTS_RECONCILE_INTERVAL_MINUTES", 2),
         callback_dispatch_interval_seconds=_seconds(env, "PAYMENTS_CALLBACK_DISPATCH_INTERVAL_MINUTES", 1),
         expire_pending_interval_seconds=_seconds(env, "PAYMENTS_EXPIRE_PENDING_INTERVAL_MINUTES", 5),
+        watch_poll_interval_seconds=_timeout(env, "PAYMENTS_WATCH_POLL_INTERVAL_SECONDS", 0.25),
+        watch_keepalive_seconds=_timeout(env, "PAYMENTS_WATCH_KEEPALIVE_SECONDS", 15.0),
+        watch_queue_size=_int(env, "PAYMENTS_WATCH_QUEUE_SIZE", 256, minimum=1),
+        verify_min_interval_seconds=_timeout(env, "PAYMENTS_VERIFY_MIN_INTERVAL_SECONDS", 10.0),
+        worker_stale_after_seconds=_timeout(env, "PAYMENTS_WORKER_STALE_AFTER_SECONDS", 600.0),
         stellar=_stellar(env),
         stripe=_stripe(env),
         vnpay=_vnpay(env),

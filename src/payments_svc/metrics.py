@@ -50,6 +50,12 @@ STELLAR_FEED_REFUSED = Gauge("payments_stellar_feed_refused",
                              "1 while the Stellar watcher refuses Horizon's feed and credits nothing (see the runbook).",
                              multiprocess_mode="max")
 
+WATCHERS = Gauge("payments_watchers", "Open WatchPayment/WatchPayments/SSE streams.", multiprocess_mode="livesum")
+WATCHERS_DROPPED = Counter("payments_watchers_dropped_total", "Watch streams ended because the client read too slowly.")
+WATCH_TAIL_ERRORS = Counter("payments_watch_tail_errors_total", "Failed reads of the payment_events tail (retried next interval).")
+DEAD_CALLBACKS = Gauge("payments_callback_deliveries_dead", "Status callbacks that exhausted their retries (FAILED).",
+                       multiprocess_mode="max")
+
 
 def render() -> tuple[bytes, str]:
     """The exposition text and its content type."""

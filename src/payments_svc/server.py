@@ -34,6 +34,7 @@ from .container import Container, build_container, check_accounts, check_schema
 from .gen import payments_pb2, payments_pb2_grpc
 from .metrics import serve_worker_metrics
 from .service.callbacks import refresh_outbox_metrics
+from .service.watch import WatchHub
 
 log = structlog.get_logger("payments.server")
 
@@ -72,7 +73,8 @@ async def serve(settings: Settings, *, shared_ports: bool = False, with_workers:
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ],
     )
-    payments_pb2_grpc.add_PaymentsServiceServicer_to_server(PaymentsServicer(container.service), grpc_server)
+    hub = WatchHub(container.db, settings)  # this process's one events tail, for gRPC and SSE watchers alike
+    payments_pb2_grpc.add_PaymentsServiceServicer_to_server(PaymentsServicer(container.service, hub), grpc_server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, grpc_server)
     enable_reflection((PAYMENTS_SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name), grpc_server)
@@ -80,7 +82,8 @@ async def serve(settings: Settings, *, shared_ports: bool = False, with_workers:
         grpc_port = _add_grpc_port(grpc_server, settings, shared_ports)
     await grpc_server.start()
 
-    app = build_http_app(settings, container.service, container.authenticator, readiness, container.quotas)
+    app = build_http_app(settings, container.service, container.authenticator, readiness,
+                         quotas=container.quotas, hub=hub)
     # Idle keep-alive connections are closed after 75 s (aiohttp would keep them an hour).
     runner = HttpRunner(app, access_log=None, keepalive_timeout=75)
     await runner.setup()
@@ -104,6 +107,7 @@ async def serve(settings: Settings, *, shared_ports: bool = False, with_workers:
     await health_servicer.enter_graceful_shutdown()
     # Keep accepting while load balancers notice NOT_SERVING / readiness 503 and stop sending.
     await asyncio.sleep(settings.shutdown_drain_seconds)
+    await hub.close()  # watch streams end now, telling clients to reconnect (elsewhere), not at the grace's end
     await asyncio.gather(grpc_server.stop(settings.shutdown_grace_seconds), runner.stop(settings.shutdown_grace_seconds))
     for name, task in workers.items():
         exit_code |= await _worker_exit(name, task)

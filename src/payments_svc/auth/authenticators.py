@@ -79,7 +79,7 @@ class GatewayGrants:
     async def authenticate(self, api_key: str) -> Caller:
         caller = await self._inner.authenticate(api_key)
         if caller.service_name in self._gateways and ANY_CALLER not in caller.acts_for:
-            return Caller(caller.service_name, caller.acts_for | {ANY_CALLER})
+            return Caller(caller.service_name, caller.acts_for | {ANY_CALLER}, key_id=caller.key_id)
         return caller
 
     async def close(self) -> None:
@@ -144,7 +144,7 @@ class ExternalAuthenticator:
             raise PermissionDeniedError("forbidden")
         prefix = f"{self._service_name}:caller:"
         acts_for = frozenset(a[len(prefix):] for a in response.allowed_access if a.startswith(prefix))
-        return Caller(response.service_name, acts_for)
+        return Caller(response.service_name, acts_for, key_id="sha256:" + hashlib.sha256(api_key.encode()).hexdigest()[:12])
 
     async def _validate(self, api_key: str) -> auth_pb2.ValidateInternalAccessResponse:
         return await self._stub.ValidateInternalAccess(

@@ -14,9 +14,17 @@ class Caller:
 
     service_name: str
     acts_for: frozenset[str] = frozenset()
+    # Names the key in the audit trail (never the key itself): the built-in key's id, or
+    # a digest prefix of a key the Auth service validated.
+    key_id: str = ""
 
     def may_act_for(self, caller_service: str) -> bool:
         return caller_service == self.service_name or ANY_CALLER in self.acts_for or caller_service in self.acts_for
+
+    @property
+    def is_admin(self) -> bool:
+        """A key that acts for every caller service: operators' endpoints are theirs."""
+        return ANY_CALLER in self.acts_for
 
     def visible_callers(self) -> frozenset[str] | None:
         """The caller services whose payments this caller sees; None means all."""

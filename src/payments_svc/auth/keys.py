@@ -53,12 +53,12 @@ class ApiKeyRepository:
     async def find_active(self, api_key: str) -> Caller | None:
         row = (
             await self.conn.execute(
-                sa.select(api_keys.c.service_name, api_keys.c.acts_for).where(
+                sa.select(api_keys.c.id, api_keys.c.service_name, api_keys.c.acts_for).where(
                     api_keys.c.key_hash == hash_key(api_key), api_keys.c.revoked_at.is_(None)
                 )
             )
         ).first()
-        return Caller(row.service_name, parse_acts_for(row.acts_for)) if row else None
+        return Caller(row.service_name, parse_acts_for(row.acts_for), key_id=str(row.id)) if row else None
 
     async def list(self) -> list[ApiKeyRecord]:
         rows = await self.conn.execute(sa.select(api_keys).order_by(api_keys.c.id))

@@ -109,6 +109,10 @@ payments = sa.Table(
     sa.Index("idx_payments_provider_payment_id", "provider", "provider_payment_id"),
     sa.Index("idx_payments_resource", "resource_type", "resource_id"),
     sa.Index("idx_payments_created_at", "created_at"),
+    # GetPaymentStats: a caller's range, answered from the index alone (covering).
+    sa.Index("idx_payments_caller_created", "caller_service", "created_at", "status", "currency", "amount_cents",
+             "refunded_cents"),
+    sa.Index("idx_payments_caller_customer", "caller_service", "customer_ref", "created_at"),
     **_MYSQL_TABLE,
 )
 
@@ -170,6 +174,8 @@ callback_deliveries = sa.Table(
     sa.UniqueConstraint("delivery_id", name="idx_callback_deliveries_delivery_id"),
     sa.Index("idx_callback_deliveries_due", "status", "next_attempt_at"),
     sa.Index("idx_callback_deliveries_payment", "payment_id", "id"),
+    # ListCallbackDeliveries: a caller's dead (or any status's) deliveries, newest first.
+    sa.Index("idx_callback_deliveries_caller_status", "caller_service", "status", "id"),
     **_MYSQL_TABLE,
 )
 
@@ -323,6 +329,49 @@ caller_limits = sa.Table(
     sa.Column("max_open_payments", sa.Integer),
     sa.Column("updated_at", Timestamp, nullable=False),
     **_MYSQL_TABLE,
+)
+
+# Append-only: who changed what outside the normal flow (service/audit.py). Never updated or deleted.
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    _id(),
+    sa.Column("occurred_at", Timestamp, nullable=False),
+    sa.Column("actor_service", Key(128), nullable=False),
+    sa.Column("actor_key_id", sa.String(64), nullable=False),
+    sa.Column("action", Key(64), nullable=False),
+    sa.Column("target_type", Key(32), nullable=False),
+    sa.Column("target_id", Key(255), nullable=False),
+    sa.Column("request_id", sa.String(255), nullable=False),
+    sa.Column("detail", sa.String(1024), nullable=False),
+    sa.Index("idx_audit_log_action", "action", "id"),
+    sa.Index("idx_audit_log_target", "target_type", "target_id", "id"),
+    **_MYSQL_TABLE,
+)
+
+# VerifyPayment's rate limit, shared by every process: one row per verified payment.
+verify_claims = sa.Table(
+    "verify_claims",
+    metadata,
+    sa.Column("payment_id", RefId, sa.ForeignKey("payments.id", ondelete="CASCADE", name="fk_verify_claims_payment"),
+              primary_key=True, autoincrement=False),
+    sa.Column("verified_at", Timestamp, nullable=False),
+    mysql_engine="InnoDB",
+    mysql_charset="utf8mb4",
+    mysql_collate="utf8mb4_bin",
+)
+
+# Each worker's last successful batch and backlog, for GetSystemStatus (jobs/health.py).
+worker_heartbeats = sa.Table(
+    "worker_heartbeats",
+    metadata,
+    sa.Column("worker", Key(64), primary_key=True),
+    sa.Column("last_success_at", Timestamp, nullable=False),
+    sa.Column("backlog", sa.BigInteger, nullable=False, server_default=sa.text("0")),
+    sa.Column("detail", sa.String(1024), nullable=False, server_default=sa.text("''")),
+    mysql_engine="InnoDB",
+    mysql_charset="utf8mb4",
+    mysql_collate="utf8mb4_bin",
 )
 
 # The version record of the releases before versioned migrations (Alembic's alembic_version

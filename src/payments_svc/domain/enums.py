@@ -62,7 +62,8 @@ class DeliveryStatus(IntEnum):
 
     PENDING = 1
     SUCCESS = 10
-    FAILED = 20
+    FAILED = 20  # retries exhausted (or never deliverable): a dead callback
+    REQUEUED = 30  # was FAILED; sent again as a new delivery (`callbacks requeue`)
 
 
 class StellarOperationStatus(IntEnum):

@@ -24,6 +24,8 @@ class ErrorKind(Enum):
     IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"
     IDEMPOTENCY_IN_PROGRESS = "idempotency_in_progress"
     ABORTED = "aborted"
+    # Too many requests of one kind (e.g. VerifyPayment per payment): retry after the hint.
+    RESOURCE_EXHAUSTED = "resource_exhausted"
     UNAVAILABLE = "unavailable"
     RESOURCE_EXHAUSTED = "resource_exhausted"  # a caller's quota (resilience/quotas.py)
     INTERNAL = "internal"

@@ -44,6 +44,7 @@ class CallbackDeliveryStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CALLBACK_DELIVERY_STATUS_PENDING: _ClassVar[CallbackDeliveryStatus]
     CALLBACK_DELIVERY_STATUS_SUCCESS: _ClassVar[CallbackDeliveryStatus]
     CALLBACK_DELIVERY_STATUS_FAILED: _ClassVar[CallbackDeliveryStatus]
+    CALLBACK_DELIVERY_STATUS_REQUEUED: _ClassVar[CallbackDeliveryStatus]
 
 class RefundStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -75,6 +76,7 @@ CALLBACK_DELIVERY_STATUS_UNSPECIFIED: CallbackDeliveryStatus
 CALLBACK_DELIVERY_STATUS_PENDING: CallbackDeliveryStatus
 CALLBACK_DELIVERY_STATUS_SUCCESS: CallbackDeliveryStatus
 CALLBACK_DELIVERY_STATUS_FAILED: CallbackDeliveryStatus
+CALLBACK_DELIVERY_STATUS_REQUEUED: CallbackDeliveryStatus
 REFUND_STATUS_UNSPECIFIED: RefundStatus
 REFUND_STATUS_PENDING: RefundStatus
 REFUND_STATUS_SUCCEEDED: RefundStatus
@@ -412,3 +414,242 @@ class RefundPaymentResponse(_message.Message):
     payment: Payment
     refund: Refund
     def __init__(self, payment: _Optional[_Union[Payment, _Mapping]] = ..., refund: _Optional[_Union[Refund, _Mapping]] = ...) -> None: ...
+
+class WatchPaymentRequest(_message.Message):
+    __slots__ = ("id", "after_event_id")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    AFTER_EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    after_event_id: int
+    def __init__(self, id: _Optional[int] = ..., after_event_id: _Optional[int] = ...) -> None: ...
+
+class WatchPaymentsRequest(_message.Message):
+    __slots__ = ("caller_service", "has_status", "status", "provider", "after_event_id")
+    CALLER_SERVICE_FIELD_NUMBER: _ClassVar[int]
+    HAS_STATUS_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    AFTER_EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    caller_service: str
+    has_status: bool
+    status: PaymentStatus
+    provider: ProviderType
+    after_event_id: int
+    def __init__(self, caller_service: _Optional[str] = ..., has_status: _Optional[bool] = ..., status: _Optional[_Union[PaymentStatus, str]] = ..., provider: _Optional[_Union[ProviderType, str]] = ..., after_event_id: _Optional[int] = ...) -> None: ...
+
+class WatchUpdate(_message.Message):
+    __slots__ = ("payment", "event", "final", "ended_reason", "after_event_id")
+    PAYMENT_FIELD_NUMBER: _ClassVar[int]
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    FINAL_FIELD_NUMBER: _ClassVar[int]
+    ENDED_REASON_FIELD_NUMBER: _ClassVar[int]
+    AFTER_EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    payment: Payment
+    event: PaymentEvent
+    final: bool
+    ended_reason: str
+    after_event_id: int
+    def __init__(self, payment: _Optional[_Union[Payment, _Mapping]] = ..., event: _Optional[_Union[PaymentEvent, _Mapping]] = ..., final: _Optional[bool] = ..., ended_reason: _Optional[str] = ..., after_event_id: _Optional[int] = ...) -> None: ...
+
+class VerifyPaymentRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    def __init__(self, id: _Optional[int] = ...) -> None: ...
+
+class VerifyPaymentResponse(_message.Message):
+    __slots__ = ("payment", "provider_status", "changed", "old_status")
+    PAYMENT_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_STATUS_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_FIELD_NUMBER: _ClassVar[int]
+    OLD_STATUS_FIELD_NUMBER: _ClassVar[int]
+    payment: Payment
+    provider_status: str
+    changed: bool
+    old_status: PaymentStatus
+    def __init__(self, payment: _Optional[_Union[Payment, _Mapping]] = ..., provider_status: _Optional[str] = ..., changed: _Optional[bool] = ..., old_status: _Optional[_Union[PaymentStatus, str]] = ...) -> None: ...
+
+class ListCallbackDeliveriesRequest(_message.Message):
+    __slots__ = ("caller_service", "status", "since", "until", "limit", "before_id")
+    CALLER_SERVICE_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    BEFORE_ID_FIELD_NUMBER: _ClassVar[int]
+    caller_service: str
+    status: CallbackDeliveryStatus
+    since: str
+    until: str
+    limit: int
+    before_id: int
+    def __init__(self, caller_service: _Optional[str] = ..., status: _Optional[_Union[CallbackDeliveryStatus, str]] = ..., since: _Optional[str] = ..., until: _Optional[str] = ..., limit: _Optional[int] = ..., before_id: _Optional[int] = ...) -> None: ...
+
+class CallbackDeliveryRecord(_message.Message):
+    __slots__ = ("id", "payment_id", "caller_service", "delivery", "created_at", "updated_at")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    PAYMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    CALLER_SERVICE_FIELD_NUMBER: _ClassVar[int]
+    DELIVERY_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    payment_id: int
+    caller_service: str
+    delivery: CallbackDelivery
+    created_at: str
+    updated_at: str
+    def __init__(self, id: _Optional[int] = ..., payment_id: _Optional[int] = ..., caller_service: _Optional[str] = ..., delivery: _Optional[_Union[CallbackDelivery, _Mapping]] = ..., created_at: _Optional[str] = ..., updated_at: _Optional[str] = ...) -> None: ...
+
+class ListCallbackDeliveriesResponse(_message.Message):
+    __slots__ = ("deliveries",)
+    DELIVERIES_FIELD_NUMBER: _ClassVar[int]
+    deliveries: _containers.RepeatedCompositeFieldContainer[CallbackDeliveryRecord]
+    def __init__(self, deliveries: _Optional[_Iterable[_Union[CallbackDeliveryRecord, _Mapping]]] = ...) -> None: ...
+
+class GetPaymentStatsRequest(_message.Message):
+    __slots__ = ("caller_service", "customer_ref", "since", "until")
+    CALLER_SERVICE_FIELD_NUMBER: _ClassVar[int]
+    CUSTOMER_REF_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_FIELD_NUMBER: _ClassVar[int]
+    caller_service: str
+    customer_ref: str
+    since: str
+    until: str
+    def __init__(self, caller_service: _Optional[str] = ..., customer_ref: _Optional[str] = ..., since: _Optional[str] = ..., until: _Optional[str] = ...) -> None: ...
+
+class StatusStats(_message.Message):
+    __slots__ = ("status", "currency", "count", "amount_cents", "refunded_cents")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_CENTS_FIELD_NUMBER: _ClassVar[int]
+    REFUNDED_CENTS_FIELD_NUMBER: _ClassVar[int]
+    status: PaymentStatus
+    currency: str
+    count: int
+    amount_cents: int
+    refunded_cents: int
+    def __init__(self, status: _Optional[_Union[PaymentStatus, str]] = ..., currency: _Optional[str] = ..., count: _Optional[int] = ..., amount_cents: _Optional[int] = ..., refunded_cents: _Optional[int] = ...) -> None: ...
+
+class GetPaymentStatsResponse(_message.Message):
+    __slots__ = ("caller_service", "customer_ref", "since", "until", "by_status", "created", "paid", "conversion", "refunded_cents_by_currency")
+    class RefundedCentsByCurrencyEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    CALLER_SERVICE_FIELD_NUMBER: _ClassVar[int]
+    CUSTOMER_REF_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_FIELD_NUMBER: _ClassVar[int]
+    BY_STATUS_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    PAID_FIELD_NUMBER: _ClassVar[int]
+    CONVERSION_FIELD_NUMBER: _ClassVar[int]
+    REFUNDED_CENTS_BY_CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    caller_service: str
+    customer_ref: str
+    since: str
+    until: str
+    by_status: _containers.RepeatedCompositeFieldContainer[StatusStats]
+    created: int
+    paid: int
+    conversion: float
+    refunded_cents_by_currency: _containers.ScalarMap[str, int]
+    def __init__(self, caller_service: _Optional[str] = ..., customer_ref: _Optional[str] = ..., since: _Optional[str] = ..., until: _Optional[str] = ..., by_status: _Optional[_Iterable[_Union[StatusStats, _Mapping]]] = ..., created: _Optional[int] = ..., paid: _Optional[int] = ..., conversion: _Optional[float] = ..., refunded_cents_by_currency: _Optional[_Mapping[str, int]] = ...) -> None: ...
+
+class GetSystemStatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class WorkerStatus(_message.Message):
+    __slots__ = ("name", "last_success_at", "seconds_since_success", "backlog", "healthy", "problem")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    LAST_SUCCESS_AT_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_SINCE_SUCCESS_FIELD_NUMBER: _ClassVar[int]
+    BACKLOG_FIELD_NUMBER: _ClassVar[int]
+    HEALTHY_FIELD_NUMBER: _ClassVar[int]
+    PROBLEM_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    last_success_at: str
+    seconds_since_success: float
+    backlog: int
+    healthy: bool
+    problem: str
+    def __init__(self, name: _Optional[str] = ..., last_success_at: _Optional[str] = ..., seconds_since_success: _Optional[float] = ..., backlog: _Optional[int] = ..., healthy: _Optional[bool] = ..., problem: _Optional[str] = ...) -> None: ...
+
+class StellarCursorStatus(_message.Message):
+    __slots__ = ("account", "paging_token", "cursor_ledger", "latest_ledger", "ledgers_behind", "seconds_behind", "problem")
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    PAGING_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    CURSOR_LEDGER_FIELD_NUMBER: _ClassVar[int]
+    LATEST_LEDGER_FIELD_NUMBER: _ClassVar[int]
+    LEDGERS_BEHIND_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_BEHIND_FIELD_NUMBER: _ClassVar[int]
+    PROBLEM_FIELD_NUMBER: _ClassVar[int]
+    account: str
+    paging_token: str
+    cursor_ledger: int
+    latest_ledger: int
+    ledgers_behind: int
+    seconds_behind: float
+    problem: str
+    def __init__(self, account: _Optional[str] = ..., paging_token: _Optional[str] = ..., cursor_ledger: _Optional[int] = ..., latest_ledger: _Optional[int] = ..., ledgers_behind: _Optional[int] = ..., seconds_behind: _Optional[float] = ..., problem: _Optional[str] = ...) -> None: ...
+
+class GetSystemStatusResponse(_message.Message):
+    __slots__ = ("workers", "stellar_cursors", "dead_callbacks", "watchers")
+    WORKERS_FIELD_NUMBER: _ClassVar[int]
+    STELLAR_CURSORS_FIELD_NUMBER: _ClassVar[int]
+    DEAD_CALLBACKS_FIELD_NUMBER: _ClassVar[int]
+    WATCHERS_FIELD_NUMBER: _ClassVar[int]
+    workers: _containers.RepeatedCompositeFieldContainer[WorkerStatus]
+    stellar_cursors: _containers.RepeatedCompositeFieldContainer[StellarCursorStatus]
+    dead_callbacks: int
+    watchers: int
+    def __init__(self, workers: _Optional[_Iterable[_Union[WorkerStatus, _Mapping]]] = ..., stellar_cursors: _Optional[_Iterable[_Union[StellarCursorStatus, _Mapping]]] = ..., dead_callbacks: _Optional[int] = ..., watchers: _Optional[int] = ...) -> None: ...
+
+class AuditEntry(_message.Message):
+    __slots__ = ("id", "occurred_at", "actor_service", "actor_key_id", "action", "target_type", "target_id", "request_id", "detail")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    OCCURRED_AT_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_SERVICE_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    TARGET_TYPE_FIELD_NUMBER: _ClassVar[int]
+    TARGET_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    occurred_at: str
+    actor_service: str
+    actor_key_id: str
+    action: str
+    target_type: str
+    target_id: str
+    request_id: str
+    detail: str
+    def __init__(self, id: _Optional[int] = ..., occurred_at: _Optional[str] = ..., actor_service: _Optional[str] = ..., actor_key_id: _Optional[str] = ..., action: _Optional[str] = ..., target_type: _Optional[str] = ..., target_id: _Optional[str] = ..., request_id: _Optional[str] = ..., detail: _Optional[str] = ...) -> None: ...
+
+class ListAuditEntriesRequest(_message.Message):
+    __slots__ = ("action", "target_type", "target_id", "limit", "before_id")
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    TARGET_TYPE_FIELD_NUMBER: _ClassVar[int]
+    TARGET_ID_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    BEFORE_ID_FIELD_NUMBER: _ClassVar[int]
+    action: str
+    target_type: str
+    target_id: str
+    limit: int
+    before_id: int
+    def __init__(self, action: _Optional[str] = ..., target_type: _Optional[str] = ..., target_id: _Optional[str] = ..., limit: _Optional[int] = ..., before_id: _Optional[int] = ...) -> None: ...
+
+class ListAuditEntriesResponse(_message.Message):
+    __slots__ = ("entries",)
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    entries: _containers.RepeatedCompositeFieldContainer[AuditEntry]
+    def __init__(self, entries: _Optional[_Iterable[_Union[AuditEntry, _Mapping]]] = ...) -> None: ...

@@ -79,6 +79,41 @@ class PaymentsServiceStub:
                 request_serializer=payments__pb2.RefundPaymentRequest.SerializeToString,
                 response_deserializer=payments__pb2.RefundPaymentResponse.FromString,
                 _registered_method=True)
+        self.WatchPayment = channel.unary_stream(
+                '/payments.PaymentsService/WatchPayment',
+                request_serializer=payments__pb2.WatchPaymentRequest.SerializeToString,
+                response_deserializer=payments__pb2.WatchUpdate.FromString,
+                _registered_method=True)
+        self.WatchPayments = channel.unary_stream(
+                '/payments.PaymentsService/WatchPayments',
+                request_serializer=payments__pb2.WatchPaymentsRequest.SerializeToString,
+                response_deserializer=payments__pb2.WatchUpdate.FromString,
+                _registered_method=True)
+        self.VerifyPayment = channel.unary_unary(
+                '/payments.PaymentsService/VerifyPayment',
+                request_serializer=payments__pb2.VerifyPaymentRequest.SerializeToString,
+                response_deserializer=payments__pb2.VerifyPaymentResponse.FromString,
+                _registered_method=True)
+        self.ListCallbackDeliveries = channel.unary_unary(
+                '/payments.PaymentsService/ListCallbackDeliveries',
+                request_serializer=payments__pb2.ListCallbackDeliveriesRequest.SerializeToString,
+                response_deserializer=payments__pb2.ListCallbackDeliveriesResponse.FromString,
+                _registered_method=True)
+        self.GetPaymentStats = channel.unary_unary(
+                '/payments.PaymentsService/GetPaymentStats',
+                request_serializer=payments__pb2.GetPaymentStatsRequest.SerializeToString,
+                response_deserializer=payments__pb2.GetPaymentStatsResponse.FromString,
+                _registered_method=True)
+        self.GetSystemStatus = channel.unary_unary(
+                '/payments.PaymentsService/GetSystemStatus',
+                request_serializer=payments__pb2.GetSystemStatusRequest.SerializeToString,
+                response_deserializer=payments__pb2.GetSystemStatusResponse.FromString,
+                _registered_method=True)
+        self.ListAuditEntries = channel.unary_unary(
+                '/payments.PaymentsService/ListAuditEntries',
+                request_serializer=payments__pb2.ListAuditEntriesRequest.SerializeToString,
+                response_deserializer=payments__pb2.ListAuditEntriesResponse.FromString,
+                _registered_method=True)
 
 
 class PaymentsServiceServicer:
@@ -140,6 +175,55 @@ class PaymentsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchPayment(self, request, context):
+        """Streams the payment now, then every event until it ends in a terminal status.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchPayments(self, request, context):
+        """Streams the events of every payment of a caller service (a pull-based alternative to status callbacks).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VerifyPayment(self, request, context):
+        """Asks the payment's provider for its status now and applies it; rate-limited per payment.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListCallbackDeliveries(self, request, context):
+        """Status callbacks, e.g. the dead ones (retries exhausted): status CALLBACK_DELIVERY_STATUS_FAILED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetPaymentStats(self, request, context):
+        """Counts and amounts by status and currency over a time range.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSystemStatus(self, request, context):
+        """Workers' health and backlogs (keys acting for every caller only).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAuditEntries(self, request, context):
+        """The audit trail (keys acting for every caller only).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PaymentsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -187,6 +271,41 @@ def add_PaymentsServiceServicer_to_server(servicer, server):
                     servicer.RefundPayment,
                     request_deserializer=payments__pb2.RefundPaymentRequest.FromString,
                     response_serializer=payments__pb2.RefundPaymentResponse.SerializeToString,
+            ),
+            'WatchPayment': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchPayment,
+                    request_deserializer=payments__pb2.WatchPaymentRequest.FromString,
+                    response_serializer=payments__pb2.WatchUpdate.SerializeToString,
+            ),
+            'WatchPayments': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchPayments,
+                    request_deserializer=payments__pb2.WatchPaymentsRequest.FromString,
+                    response_serializer=payments__pb2.WatchUpdate.SerializeToString,
+            ),
+            'VerifyPayment': grpc.unary_unary_rpc_method_handler(
+                    servicer.VerifyPayment,
+                    request_deserializer=payments__pb2.VerifyPaymentRequest.FromString,
+                    response_serializer=payments__pb2.VerifyPaymentResponse.SerializeToString,
+            ),
+            'ListCallbackDeliveries': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCallbackDeliveries,
+                    request_deserializer=payments__pb2.ListCallbackDeliveriesRequest.FromString,
+                    response_serializer=payments__pb2.ListCallbackDeliveriesResponse.SerializeToString,
+            ),
+            'GetPaymentStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPaymentStats,
+                    request_deserializer=payments__pb2.GetPaymentStatsRequest.FromString,
+                    response_serializer=payments__pb2.GetPaymentStatsResponse.SerializeToString,
+            ),
+            'GetSystemStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSystemStatus,
+                    request_deserializer=payments__pb2.GetSystemStatusRequest.FromString,
+                    response_serializer=payments__pb2.GetSystemStatusResponse.SerializeToString,
+            ),
+            'ListAuditEntries': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAuditEntries,
+                    request_deserializer=payments__pb2.ListAuditEntriesRequest.FromString,
+                    response_serializer=payments__pb2.ListAuditEntriesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -432,6 +551,195 @@ class PaymentsService:
             '/payments.PaymentsService/RefundPayment',
             payments__pb2.RefundPaymentRequest.SerializeToString,
             payments__pb2.RefundPaymentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchPayment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/payments.PaymentsService/WatchPayment',
+            payments__pb2.WatchPaymentRequest.SerializeToString,
+            payments__pb2.WatchUpdate.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchPayments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/payments.PaymentsService/WatchPayments',
+            payments__pb2.WatchPaymentsRequest.SerializeToString,
+            payments__pb2.WatchUpdate.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VerifyPayment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/payments.PaymentsService/VerifyPayment',
+            payments__pb2.VerifyPaymentRequest.SerializeToString,
+            payments__pb2.VerifyPaymentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCallbackDeliveries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/payments.PaymentsService/ListCallbackDeliveries',
+            payments__pb2.ListCallbackDeliveriesRequest.SerializeToString,
+            payments__pb2.ListCallbackDeliveriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPaymentStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/payments.PaymentsService/GetPaymentStats',
+            payments__pb2.GetPaymentStatsRequest.SerializeToString,
+            payments__pb2.GetPaymentStatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSystemStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/payments.PaymentsService/GetSystemStatus',
+            payments__pb2.GetSystemStatusRequest.SerializeToString,
+            payments__pb2.GetSystemStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAuditEntries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/payments.PaymentsService/ListAuditEntries',
+            payments__pb2.ListAuditEntriesRequest.SerializeToString,
+            payments__pb2.ListAuditEntriesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from .. import metrics
 from ..db.engine import Database
 from ..domain.errors import ServiceUnavailableError
+from . import health
 
 log = structlog.get_logger("payments.jobs")
 
@@ -96,6 +97,7 @@ _progress: ContextVar[Progress | None] = ContextVar("job_progress", default=None
 class Job(Protocol):
     name: str
     batch_size: int
+    db: Database  # where its heartbeat goes (jobs/health.py)
 
     async def run_batch(self, stop: asyncio.Event) -> BatchResult: ...
 
@@ -211,6 +213,8 @@ async def _run_batch(job: Job, stop: asyncio.Event, *, worker: bool) -> BatchRes
         metrics.JOB_RUNS.labels(job.name, "error").inc()
         return None
     metrics.JOB_RUNS.labels(job.name, "failed" if result.failed else "ok").inc()
+    if not result.failed:
+        await health.beat(job.db, job.name, claimed=result.claimed)
     metrics.JOB_DURATION.labels(job.name).observe(time.monotonic() - started)
     if result.failed:
         emit, event = log.warning, "job_failed"

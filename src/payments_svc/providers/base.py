@@ -29,6 +29,15 @@ class Checkout:
     provider_subscription_id: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Verification:
+    """What a provider says of a payment when asked now (VerifyPayment)."""
+
+    status: PaymentStatus | None  # the status to apply; None: nothing to apply
+    provider_status: str  # the provider's own answer, for the caller ("open", "paid", ...)
+    read_feed: bool = False  # the truth is in an account feed the service pages itself (Stellar)
+
+
 class CancelOutcome(Enum):
     CANCELED = "canceled"
     ALREADY_PAID = "already_paid"
@@ -93,6 +102,10 @@ class Provider(Protocol):
 
     def parse_callback(self, payload: bytes, signature: str) -> ProviderEvent:
         """Verifies and parses a webhook. Raises CallbackRejectedError."""
+
+    async def verify(self, payment: Payment) -> Verification:
+        """The provider's answer now, for VerifyPayment (an operator's or caller's "check
+        now"). Raises ProviderError (retryable or not)."""
 
 
 @runtime_checkable

@@ -14,6 +14,8 @@ from ..repository.deliveries import CallbackDelivery, DeliveryRepository
 from ..repository.events import EventRepository
 from ..repository.outbox import OutboxRepository
 from ..repository.payments import PaymentRepository
+from . import audit
+from .dead_callbacks import refresh_dead_metric
 from .payments import PaymentService, visible_to
 
 
@@ -45,6 +47,7 @@ class CallbackService:
                 new_status=payment.status, now=now, message=f"{delivery_id} queued",
             )
             delivery = await DeliveryRepository(conn).get_by_delivery_id(delivery_id)
+        await audit.record(self.payments.db, caller, audit.CALLBACK_REPLAYED, "payment", payment.id, f"{delivery_id} queued")
         return payment, delivery
 
 
@@ -55,3 +58,4 @@ async def refresh_outbox_metrics(db: Database) -> None:
         due, oldest = await DeliveryRepository(conn).due_summary(now)
     metrics.OUTBOX_DUE.set(due)
     metrics.OUTBOX_OLDEST_DUE_AGE.set((now - oldest).total_seconds() if oldest is not None else 0)
+    await refresh_dead_metric(db)

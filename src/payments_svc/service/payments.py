@@ -47,6 +47,7 @@ from ..resilience.failover import create_with_failover, first_available
 from ..resilience.guard import ensure_available
 from ..resilience.quotas import Quotas
 from ..resilience.routing import Router, Rule
+from . import audit
 from .provider_events import CallbackOutcome, ProviderCallbacks
 from .refunds import RefundResult, RefundService, validate_refund
 from .status_changes import ConcurrentUpdate, StatusChange, apply_status_change
@@ -323,6 +324,7 @@ class PaymentService:
         result = await self.change_status(payment.id, decide)
         if result.status != PaymentStatus.CANCELED:
             _check_cancelable(result)  # raises: it ended otherwise meanwhile
+        await audit.record(self.db, caller, audit.PAYMENT_CANCELED, "payment", payment.id, reason)
         return result
 
     async def _cancel_at_provider(self, payment: Payment, provider: Provider) -> CancelOutcome:
@@ -356,7 +358,12 @@ class PaymentService:
         validate_payment_id(command.payment_id)
         validate_refund(command)
         payment = await self.get_payment(caller, command.payment_id)
-        return await self.refunds.refund(payment, command)
+        result = await self.refunds.refund(payment, command)
+        if not result.replayed:
+            await audit.record(self.db, caller, audit.PAYMENT_REFUNDED, "payment", payment.id,
+                               f"refund {result.refund.id}: {result.refund.amount_cents} {payment.currency} "
+                               f"{result.refund.status.name.lower()}")
+        return result
 
     # ---- shared -------------------------------------------------------------
 

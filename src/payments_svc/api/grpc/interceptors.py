@@ -85,6 +85,14 @@ class PaymentsInterceptor(grpc.aio.ServerInterceptor):
             handler = await continuation(handler_call_details)
             if handler is None:
                 return None
+            if handler.unary_stream is not None:  # WatchPayment, WatchPayments
+                wrapped = grpc.unary_stream_rpc_method_handler(
+                    self._wrap_stream(method.removeprefix(SERVICE_PREFIX), handler.unary_stream, handler.request_deserializer),
+                    request_deserializer=None,
+                    response_serializer=handler.response_serializer,
+                )
+                self._wrapped[method] = wrapped
+                return wrapped
             wrapped = grpc.unary_unary_rpc_method_handler(
                 self._wrap(method.removeprefix(SERVICE_PREFIX), handler.unary_unary, handler.request_deserializer),
                 request_deserializer=None,  # the raw bytes: decoded in the call
@@ -147,6 +155,54 @@ class PaymentsInterceptor(grpc.aio.ServerInterceptor):
                                     error="cancelled by the client or its deadline")
                     else:
                         log.warning("grpc_request", grpc_code=code.name, latency_ms=latency_ms, error=error.message)
+                await _abort(context, error)
+
+        return call
+
+    def _wrap_stream(self, rpc: str, behavior, deserialize: Callable[[bytes], Message]):
+        """The same steps for a server-streaming RPC: checked before the first message,
+        an error while streaming ends the stream with its status; logged once, at the end."""
+        authenticator = self._authenticator
+
+        async def call(raw: bytes, context: grpc.aio.ServicerContext):
+            metadata = context.invocation_metadata()
+            request_id = _first(metadata, "x-request-id")
+            if not request_id or not _is_metadata_text(request_id):
+                metrics.GRPC_REQUESTS.labels(rpc, grpc.StatusCode.INVALID_ARGUMENT.name).inc()
+                await _abort(context, ValidationError("x-request-id header is required" if not request_id else
+                                                      "x-request-id header must be printable ASCII", field="x-request-id"))
+            await context.send_initial_metadata((("x-request-id", request_id),))
+            started = time.perf_counter()
+            with structlog.contextvars.bound_contextvars(request_id=request_id, rpc=rpc):
+                code, error = grpc.StatusCode.OK, None
+                try:
+                    api_key = _first(metadata, "x-api-key")
+                    if not api_key:
+                        raise UnauthenticatedError("missing x-api-key metadata")
+                    if not _is_metadata_text(api_key):
+                        raise UnauthenticatedError(INVALID_KEY)
+                    caller = await authenticator.authenticate(api_key)
+                    current_caller.set(caller)
+                    structlog.contextvars.bind_contextvars(caller=caller.service_name)
+                    request = _decoded(deserialize, raw)
+                    check_strings(request)
+                    async for message in behavior(request, context):
+                        yield message
+                    return
+                except PaymentsError as exc:
+                    error = exc
+                except asyncio.CancelledError:
+                    code = grpc.StatusCode.CANCELLED  # the client left: the usual end of a watch
+                    raise
+                except Exception:
+                    log.exception("grpc_unhandled_error")
+                    error = internal_error()
+                finally:
+                    if error is not None:
+                        code = GRPC_CODES[error.kind]
+                    metrics.GRPC_REQUESTS.labels(rpc, code.name).inc()
+                    log.info("grpc_stream", grpc_code=code.name, seconds=round(time.perf_counter() - started, 3),
+                             **({"error": error.message} if error is not None else {}))
                 await _abort(context, error)
 
         return call

@@ -14,10 +14,12 @@ from ...gen import payments_pb2 as pb
 from ...gen import payments_pb2_grpc
 from ...service.callbacks import CallbackService
 from ...service.payments import PaymentService
+from ...service.watch import WatchHub
 from ..errors import REPLAYED_HEADER
 from ..payment_fields import event_fields, payment_fields, refund_fields
 from ..request_context import current_caller
 from ..untrusted_input import MAX_JSON_DEPTH, json_too_deep
+from .live_servicer import LiveRpcs
 
 
 def _envelope(payment, delivery=None) -> pb.PaymentEnvelopeResponse:
@@ -30,10 +32,11 @@ def _retrieve_exception(task: asyncio.Future) -> None:
         task.exception()
 
 
-class PaymentsServicer(payments_pb2_grpc.PaymentsServiceServicer):
-    def __init__(self, service: PaymentService):
+class PaymentsServicer(LiveRpcs, payments_pb2_grpc.PaymentsServiceServicer):
+    def __init__(self, service: PaymentService, hub: WatchHub | None = None):
         self._service = service
         self._callbacks = CallbackService(service)
+        self._init_live(service, hub)  # the watch streams share `hub` with the HTTP shim's
 
     async def Health(self, request, context):
         return pb.HealthResponse(status="ok")

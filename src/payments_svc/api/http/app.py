@@ -11,6 +11,8 @@ from ...config import Settings
 from ...domain.enums import ProviderType
 from ...resilience.quotas import Quotas
 from ...service.payments import PaymentService
+from ...service.watch import WatchHub
+from .live_routes import LiveRoutes
 from .middleware import build_middlewares
 from .ops_routes import OpsRoutes
 from .routes import Routes
@@ -25,10 +27,12 @@ def build_http_app(
     authenticator: Authenticator,
     readiness: Callable[[], Awaitable[str | None]],
     quotas: Quotas | None = None,
+    hub: WatchHub | None = None,
 ) -> web.Application:
     app = web.Application(middlewares=build_middlewares(authenticator, quotas), client_max_size=settings.http_max_body_bytes)
     app["read_timeout"] = settings.http_read_timeout_seconds
     app["max_body"] = settings.http_max_body_bytes
+    LiveRoutes(service, hub if hub is not None else WatchHub(service.db, settings)).register(app)  # before Routes: /payments/stats
     Routes(service, readiness).register(app)
     OpsRoutes(service.db).register(app)
     if ProviderType.SANDBOX in service.providers.enabled:

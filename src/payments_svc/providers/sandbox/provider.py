@@ -16,7 +16,7 @@ from ...domain.errors import CallbackRejectedError
 from ...domain.payment import CreatePaymentCommand, Payment
 from ...domain.refund import Refund, RefundStatus
 from ...domain.validation import check_iso_currency
-from ..base import CancelOutcome, Checkout, ProviderEvent, RefundSnapshot
+from ..base import CancelOutcome, Checkout, ProviderEvent, RefundSnapshot, Verification
 
 SIGNATURE_TOLERANCE_SECONDS = 300
 OUTCOMES = {"pay": ("payment.succeeded", PaymentStatus.PAID), "decline": ("payment.failed", PaymentStatus.FAILED)}
@@ -72,6 +72,10 @@ class SandboxProvider:
 
     async def fetch_status(self, payment: Payment) -> PaymentStatus | None:
         return None  # the sandbox keeps no state: its outcomes exist only as the webhooks its page sends
+
+    async def verify(self, payment: Payment) -> Verification:
+        # Its only state is the payment's own: what its page's webhooks made it.
+        return Verification(payment.status, payment.status.name.lower())
 
     async def refund(self, payment: Payment, refund: Refund, idempotency_key: str) -> RefundSnapshot:
         # No money moves here: the refund succeeds at once, under an id a retry gets again.

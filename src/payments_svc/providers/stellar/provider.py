@@ -8,7 +8,7 @@ from __future__ import annotations
 from ...domain.enums import PaymentStatus, PaymentType, ProviderType
 from ...domain.errors import CallbackRejectedError, ProviderError, ValidationError
 from ...domain.payment import CreatePaymentCommand, Payment
-from ..base import CancelOutcome, Checkout, ProviderEvent
+from ..base import CancelOutcome, Checkout, ProviderEvent, Verification
 from .instructions import StellarInstructions, cents_to_amount, payment_memo
 from .settings import StellarSettings
 
@@ -48,6 +48,10 @@ class StellarProvider:
 
     async def fetch_status(self, payment: Payment) -> PaymentStatus | None:
         return None  # payments are credited from the account's feed, which reconcile pages as a whole
+
+    async def verify(self, payment: Payment) -> Verification:
+        # The memo's payments are in the account's feed: the service pages it from the cursor.
+        return Verification(None, "read from the account feed", read_feed=True)
 
     def parse_callback(self, payload: bytes, signature: str) -> ProviderEvent:
         raise CallbackRejectedError("stellar payments are read from the ledger, not sent as webhooks")

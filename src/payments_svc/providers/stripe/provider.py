@@ -30,7 +30,7 @@ from ...domain.errors import CallbackRejectedError, ErrorKind, ProviderError, Va
 from ...domain.payment import CreatePaymentCommand, Payment
 from ...domain.refund import Refund
 from ...domain.validation import METADATA_MAX_KEYS, check_iso_currency
-from ..base import CancelOutcome, Checkout, ProviderEvent, RefundSnapshot
+from ..base import CancelOutcome, Checkout, ProviderEvent, RefundSnapshot, Verification
 from .amounts import amount_problem, to_stripe
 from .events import (
     META_CALLBACK_HASH,
@@ -286,6 +286,10 @@ class StripeProvider:
         if reported == PaymentStatus.PENDING:
             return None  # still open: nothing new
         return reported if reported is not None else await self._completed_outcome(session)
+
+    async def verify(self, payment: Payment) -> Verification:
+        reported = await self.fetch_status(payment)  # the Checkout Session, or its invoice / payment intent
+        return Verification(reported, reported.name.lower() if reported is not None else "open")
 
     async def _completed_outcome(self, session: dict[str, Any]) -> PaymentStatus:
         """PAID, FAILED or PROCESSING for a completed session: a delayed payment's

@@ -19,7 +19,7 @@ from ...domain.enums import PaymentMethod, PaymentStatus, PaymentType, ProviderT
 from ...domain.errors import CallbackRejectedError, ErrorKind, ProviderError, ValidationError
 from ...domain.payment import CreatePaymentCommand, Payment
 from ...domain.refund import Refund, RefundStatus
-from ..base import CancelOutcome, Checkout, ProviderEvent, RefundSnapshot
+from ..base import CancelOutcome, Checkout, ProviderEvent, RefundSnapshot, Verification
 from .api import Answer, VnpayApi
 from .codes import REFUND_TRANSACTION_TYPES, SUSPECTED_FRAUD, TRANSACTION_STATUSES, describe, queried_outcome
 from .ipn import ReturnVisit, ipn_event, parse_query, read_return
@@ -71,6 +71,10 @@ class VnpayProvider:
 
     async def fetch_status(self, payment: Payment) -> PaymentStatus | None:
         return self._outcome(payment, await self._api.query(payment))
+
+    async def verify(self, payment: Payment) -> Verification:
+        reported = await self.fetch_status(payment)  # querydr
+        return Verification(reported, reported.name.lower() if reported is not None else "no outcome yet")
 
     async def cancel(self, payment: Payment, idempotency_key: str) -> CancelOutcome:
         outcome = self._outcome(payment, await self._api.query(payment))

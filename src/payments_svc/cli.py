@@ -18,6 +18,7 @@ from .cli_settings import command_settings, run_command
 from .db import MYSQL_SERVERS
 from .jobs.commands import callbacks, expire, reconcile
 from .resilience.commands import keys_limits
+from .operator_commands import record_operator_action
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -72,7 +73,8 @@ def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> 
     context_settings={"help_option_names": ["-h", "--help"]},
     lazy={"stellar": ("payments_svc.providers.stellar.commands:stellar", "The Stellar provider's ledger watcher."),
           "accounts": ("payments_svc.accounts.commands:accounts", "Caller services' own provider accounts."),
-          "providers": ("payments_svc.resilience.commands:providers", "How creates are routed to the providers.")},
+          "providers": ("payments_svc.resilience.commands:providers", "How creates are routed to the providers."),
+          "audit": ("payments_svc.operator_commands:audit", "The audit trail: who changed what outside the normal flow.")},
 )
 @click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
               help="Print the version and exit.")
@@ -210,6 +212,10 @@ def keys_create(service_name: str, acts_for: tuple[str, ...], replace: bool) -> 
                     if record.service_name == service_name and record.revoked_at is None and await repo.revoke(record.id):
                         replaced.append(record.id)
             api_key, record = await repo.create(service_name, parse_acts_for(",".join(acts_for)))
+        for key_id in replaced:
+            await record_operator_action(database, "key.revoked", "api_key", key_id, f"replaced by key {record.id}")
+        await record_operator_action(database, "key.created", "api_key", record.id,
+                                     f"service {service_name}, acts for {','.join(sorted(record.acts_for)) or '-'}")
         if replaced:
             click.echo(f"revoked the previous key(s) of {service_name}: id {', '.join(map(str, replaced))}", err=True)
         click.echo(f"created key id={record.id} for service {record.service_name}; it is shown only now:", err=True)
@@ -246,6 +252,7 @@ def keys_revoke(key_id: int) -> None:
         async with database.transaction() as conn:
             if not await ApiKeyRepository(conn).revoke(key_id):
                 raise click.ClickException(f"no active key with id {key_id}")
+        await record_operator_action(database, "key.revoked", "api_key", key_id)
         click.echo(f"revoked key {key_id}")
 
     run_command(settings, _with_database(settings, action))
@@ -275,6 +282,8 @@ def signing_secret(service_name: str, rotate: bool, grace_hours: float) -> None:
         if rotate:
             async with database.transaction() as conn:
                 await SigningSecretRepository(conn).rotate(service_name, grace=timedelta(hours=grace_hours), now=now)
+            await record_operator_action(database, "signing_secret.rotated", "caller_service", service_name,
+                                         f"previous secrets sign for {grace_hours:g} more hour(s)")
         return (await current_signing_secrets(database, [service_name], configured=settings.callback_signing_secrets,
                                               now=now))[service_name]
 

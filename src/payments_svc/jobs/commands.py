@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import click
 
 from ..cli_settings import command_settings, run_command
+from ..operator_commands import callbacks_dead, callbacks_requeue
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -109,3 +110,8 @@ def expire_pending(ctx: click.Context, worker: bool) -> None:
     from .expire import PendingExpirer
 
     _start(ctx, worker, PendingExpirer, "expire_pending_interval_seconds")
+
+
+# Dead-letter handling (operator_commands.py) beside the dispatcher.
+callbacks.add_command(callbacks_dead)
+callbacks.add_command(callbacks_requeue)

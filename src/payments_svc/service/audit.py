@@ -23,7 +23,7 @@ MAX_PAGE = 500
 # The actions recorded (AuditEntry.action).
 KEY_CREATED = "key.created"
 KEY_REVOKED = "key.revoked"
-SIGNING_SECRET_CHANGED = "signing_secret.changed"
+SIGNING_SECRET_ROTATED = "signing_secret.rotated"
 CALLBACK_REPLAYED = "callback.replayed"
 CALLBACKS_REQUEUED = "callbacks.requeued"
 PAYMENT_REFUNDED = "payment.refunded"

@@ -78,6 +78,14 @@ bench: install
 	  else echo "bench: node is missing; install Node.js >= 18 (apt-get install nodejs)" >&2; exit 1; fi; }
 	$(PY) bench/run.py $(BENCH_ARGS)
 	@if [ -z "$(BENCH_ARGS)" ]; then $(PY) bench/provider_outage.py; fi  # ~1 min: the circuit breaker under an outage
+	$(MAKE) bench-live
+
+# The live-status scenarios (bench/README.md, Live status): 1,000 idle watchers on one
+# process (bench/watchers.py, ~2 min) and GetPaymentStats on 1,000,000 rows (bench/stats.py, ~3 min).
+.PHONY: bench-live
+bench-live: install
+	$(PY) bench/watchers.py
+	$(PY) bench/stats.py
 
 # End-to-end suite, separate from `make test` (see e2e/run.sh): a fresh database on the local
 # MariaDB (started if installed and down) or on E2E_DATABASE_URL, `payments-svc serve` and every

@@ -6,14 +6,17 @@ and the audit trail (`audit list`, ListAuditEntries)."""
 from __future__ import annotations
 
 import json
+import re
 
 import aiohttp
 import grpc
 import pytest
 
+from payments_svc.api.http.openapi import build_openapi
 from payments_svc.gen import payments_pb2 as pb
 
 from ..support import cli, free_port, new_database
+from ..unit.test_openapi import schema_validator
 from .helpers import PAID, PENDING, Api, rid, start, stop
 
 BACKENDS = ["sqlite", pytest.param("mysql", marks=pytest.mark.mysql)]
@@ -46,9 +49,18 @@ async def http(deployment):
         yield session
 
 
+DOCUMENT = build_openapi()
+
+
 async def call(http, method: str, path: str, key: str, **kwargs):
+    """(status, JSON body, headers); a 200's body is checked against the OpenAPI description of the route."""
     async with http.request(method, path, headers={"X-API-Key": key, "X-Request-ID": rid()}, **kwargs) as response:
-        return response.status, await response.json(), response.headers
+        body = await response.json()
+        operation = DOCUMENT["paths"][re.sub(r"^/payments/\d+", "/payments/{id}", path.split("?")[0])][method.lower()]
+        if response.status == 200:
+            schema = operation["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
+            schema_validator(DOCUMENT, schema).validate(body)
+        return response.status, body, response.headers
 
 
 async def test_verify_over_http_and_grpc_and_its_rate_limit(deployment, channel, http):

@@ -16,17 +16,12 @@ from .payment_fields import delivery_fields, event_fields, payment_fields
 
 
 def update_fields(update: Update) -> dict[str, Any]:
-    fields: dict[str, Any] = {}
+    fields: dict[str, Any] = {"final": update.final, "ended_reason": update.ended_reason,
+                              "after_event_id": update.after_event_id}
     if update.payment is not None:
         fields["payment"] = payment_fields(update.payment)
     if update.event is not None:
         fields["event"] = event_fields(update.event)
-    if update.final:
-        fields["final"] = True
-    if update.ended_reason:
-        fields["ended_reason"] = update.ended_reason
-    if update.after_event_id:
-        fields["after_event_id"] = update.after_event_id
     return fields
 
 

@@ -4,6 +4,7 @@ statistics, the system status and the audit trail."""
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import AsyncIterator
 
@@ -50,8 +51,14 @@ class LiveRoutes:
     def __init__(self, service: PaymentService, hub: WatchHub):
         self.service = service
         self.hub = hub
-        self.watch_service = WatchService(service.db, hub, service.settings)
-        self.verify_service = VerifyService(service)
+
+    @functools.cached_property
+    def watch_service(self) -> WatchService:
+        return WatchService(self.service.db, self.hub, self.service.settings)
+
+    @functools.cached_property
+    def verify_service(self) -> VerifyService:
+        return VerifyService(self.service)
 
     def register(self, app: web.Application) -> None:
         # Before /payments/{id}: "stats" and "watch" are not ids.

@@ -22,6 +22,7 @@ _SCALARS = {
     F.TYPE_INT32: {"type": "integer", "format": "int32"},
     F.TYPE_INT64: {"type": "integer", "format": "int64"},
     F.TYPE_UINT64: {"type": "integer", "format": "int64", "minimum": 0},
+    F.TYPE_DOUBLE: {"type": "number"},
 }
 ERROR = {"$ref": "#/components/schemas/Error"}
 REQUEST_ID = {"name": "X-Request-ID", "in": "header", "required": True, "schema": {"type": "string", "minLength": 1},
@@ -74,7 +75,8 @@ CREATE_ENUM_VALUES = {"payment_method": [1, 2], "payment_type": [1, 2]}
 
 def _field_schema(field: FieldDescriptor, *, accept_enum_names: bool) -> dict[str, Any]:
     if field.message_type is not None and field.message_type.GetOptions().map_entry:
-        return {"type": "object", "additionalProperties": {"type": "string"}}
+        value = field.message_type.fields_by_name["value"]
+        return {"type": "object", "additionalProperties": _field_schema(value, accept_enum_names=False)}
     if field.type == F.TYPE_MESSAGE:
         schema: dict[str, Any] = {"$ref": f"#/components/schemas/{field.message_type.name}"}
     elif field.type == F.TYPE_ENUM:
@@ -195,10 +197,66 @@ ERROR_SCHEMA = {
 }
 
 
+LIVE_RESPONSES = [pb.WatchUpdate, pb.VerifyPaymentResponse, pb.ListCallbackDeliveriesResponse, pb.GetPaymentStatsResponse,
+                  pb.GetSystemStatusResponse, pb.ListAuditEntriesResponse]
+RFC3339 = {"type": "string", "description": "RFC 3339, e.g. 2026-12-01T00:00:00Z, or a date (midnight UTC)"}
+RESUME = [{"name": "Last-Event-ID", "in": "header", "required": False, "schema": {"type": "string", "pattern": "^[0-9]*$"},
+           "description": "Resume after this event id (an SSE client sends it when it reconnects)."},
+          _query("after_event_id", {"type": "integer", "minimum": 0, "maximum": 2**63 - 1})]
+
+
+def _sse(operation_id: str, description: str, parameters: list) -> dict[str, Any]:
+    ok = {"description": "Server-Sent Events: `event: payment` (the snapshot), `event: event` (id: the event id), "
+                         "`event: end`; keep-alive comments. Each data line is a WatchUpdate as JSON.",
+          "headers": {"X-Request-ID": {"$ref": "#/components/headers/X-Request-ID"}},
+          "content": {"text/event-stream": {"schema": {"type": "string"}}}}
+    errors = {k: v for k, v in _responses(200, "WatchUpdate", 404).items() if k != "200"}
+    return {"get": {"operationId": operation_id, "description": description, "parameters": [REQUEST_ID, *parameters],
+                    "responses": {"200": ok, **errors}}}
+
+
+def live_paths() -> dict[str, Any]:
+    """The live-status and operator routes (api/http/live_routes.py)."""
+    admin = "Keys that act for every caller service (`--acts-for '*'`) only; others get 403."
+    return {
+        "/payments/{id}/watch": _sse("WatchPayment", "The payment now, then each of its events until a terminal status "
+                                     "(WatchPayment as SSE).", [PATH_ID, *RESUME]),
+        "/payments/watch": _sse("WatchPayments", "Every event of a caller service's payments (WatchPayments as SSE); "
+                                "never ends by itself.", [
+            _query("caller_service", {"type": "string"}),
+            _query("status", {"type": "string", "enum": _query_enum_values(pb.PaymentStatus.DESCRIPTOR)}),
+            _query("provider", {"type": "string", "enum": _query_enum_values(pb.ProviderType.DESCRIPTOR)}), *RESUME]),
+        "/payments/{id}/verify": {"post": {
+            "operationId": "VerifyPayment", "parameters": [REQUEST_ID, PATH_ID],
+            "description": "Asks the payment's provider now and applies its answer; at most once per "
+                           "PAYMENTS_VERIFY_MIN_INTERVAL_SECONDS per payment (429 with Retry-After).",
+            "responses": _responses(200, "VerifyPaymentResponse", 404, 429)}},
+        "/payments/stats": {"get": {"operationId": "GetPaymentStats", "parameters": [
+            REQUEST_ID, _query("caller_service", {"type": "string"}), _query("customer_ref", {"type": "string"}),
+            _query("since", RFC3339), _query("until", RFC3339)],
+            "responses": _responses(200, "GetPaymentStatsResponse")}},
+        "/callbacks/deliveries": {"get": {"operationId": "ListCallbackDeliveries", "parameters": [
+            REQUEST_ID, _query("caller_service", {"type": "string"}),
+            _query("status", {"type": "string", "enum": ["dead", "pending", "success", "failed", "requeued"]}),
+            _query("since", RFC3339), _query("until", RFC3339),
+            _query("limit", {"type": "integer", "minimum": 0, "maximum": 500}),
+            _query("before_id", {"type": "integer", "minimum": 0, "maximum": 2**63 - 1})],
+            "description": "Status callbacks, newest first; `status=dead`: those whose retries are exhausted.",
+            "responses": _responses(200, "ListCallbackDeliveriesResponse")}},
+        "/status": {"get": {"operationId": "GetSystemStatus", "parameters": [REQUEST_ID], "description": admin,
+                            "responses": _responses(200, "GetSystemStatusResponse")}},
+        "/audit": {"get": {"operationId": "ListAuditEntries", "description": admin, "parameters": [
+            REQUEST_ID, _query("action", {"type": "string"}), _query("target_type", {"type": "string"}),
+            _query("target_id", {"type": "string"}), _query("limit", {"type": "integer", "minimum": 0, "maximum": 500}),
+            _query("before_id", {"type": "integer", "minimum": 0, "maximum": 2**63 - 1})],
+            "responses": _responses(200, "ListAuditEntriesResponse")}},
+    }
+
+
 def build_openapi(providers: Collection[ProviderType] | None = None) -> dict[str, Any]:
     """`providers`: the enabled ones (the served document); None: all of them."""
-    responses = [pb.PaymentEnvelopeResponse, pb.CreatePaymentResponse, pb.ListPaymentsResponse, pb.MessageResponse, pb.HealthResponse,
-                 pb.ListPaymentEventsResponse, pb.RefundPaymentResponse]
+    responses = [pb.PaymentEnvelopeResponse, pb.CreatePaymentResponse, pb.ListPaymentsResponse, pb.MessageResponse,
+                 pb.HealthResponse, pb.ListPaymentEventsResponse, pb.RefundPaymentResponse, *LIVE_RESPONSES]
     schemas = {d.name: message_schema(d) for d in _with_nested([m.DESCRIPTOR for m in responses])}
     schemas["CreatePaymentRequest"] = _create_request_schema()
     schemas["CancelPaymentRequest"] = {"type": "object", "properties": {
@@ -292,6 +350,7 @@ def build_openapi(providers: Collection[ProviderType] | None = None) -> dict[str
             "description": "The IPN URL of a caller's VNPay provider account (`payments-svc accounts add`), verified "
                            "with that account's hash secret; answers as /webhooks/vnpay.",
             "parameters": [account_id, *paths["/webhooks/vnpay"]["get"]["parameters"]]}}
+    paths.update(live_paths())
     # Links from a created payment to the operations on it (for clients and stateful testing).
     paths["/payments"]["post"]["responses"]["201"]["links"] = {
         op: {"operationId": op, "parameters": {"id": "$response.body#/payment/id"}}

@@ -31,6 +31,10 @@ METRIC_FAMILIES = (
     "payments_provider_circuit_state",
     "payments_provider_short_circuited_total",
     "payments_quota_rejected_total",
+    "payments_callback_deliveries_dead",
+    "payments_watchers",
+    "payments_watchers_dropped_total",
+    "payments_watch_tail_errors_total",
 )
 _SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?P<labels>.*)\})?\s+(?P<value>\S+)")
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')

@@ -98,9 +98,13 @@ def channel(deployment):
 
 
 def _call(channel, deployment, method, request: bytes, request_id: str) -> None:
-    rpc = channel.unary_unary(f"/{SERVICE.full_name}/{method.name}")  # bytes in, bytes out
+    metadata = (("x-request-id", request_id), ("x-api-key", deployment.api_key))
     try:
-        rpc(request, metadata=(("x-request-id", request_id), ("x-api-key", deployment.api_key)), timeout=30)
+        if method.server_streaming:  # a watch: its first message or its error, then leave
+            for _ in channel.unary_stream(f"/{SERVICE.full_name}/{method.name}")(request, metadata=metadata, timeout=10):
+                break
+        else:
+            channel.unary_unary(f"/{SERVICE.full_name}/{method.name}")(request, metadata=metadata, timeout=30)  # bytes in, bytes out
     except grpc.RpcError as error:
         assert_well_answered(error)
 

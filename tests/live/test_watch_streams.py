@@ -114,7 +114,7 @@ async def test_watch_payments_streams_a_callers_events_filtered_and_resumable(de
     shop, writer, other = (Api(channels[0], deployment.shop_key), Api(channels[1], deployment.shop_key),
                            Api(channels[1], deployment.other_key))
     stream = shop.stream("WatchPayments", pb.WatchPaymentsRequest(has_status=True, status=PAID))
-    await asyncio.sleep(0.3)  # the subscription is open before the changes
+    assert await stream.read() == pb.WatchUpdate()  # subscribed: what is committed from now on comes
     mine, theirs = await writer.create(), await other.create(caller="other")
     await other.settle(theirs)  # another caller's: never shown
     await writer.settle(mine)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import re
+import time
 
 import pytest
 from stellar_sdk import Keypair
@@ -216,3 +217,18 @@ def test_retry_after_is_honoured_within_the_longest_backoff():
     assert retry_after({"Retry-After": "7"}) == 7 and retry_after({"retry-after": " 12 "}) == 12
     assert retry_after({}) is None and retry_after({"Retry-After": "soon"}) is None
     assert retry_after({"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}) == 0  # a date in the past
+
+
+def test_the_watchers_stall_limit_is_a_setting_or_derived():
+    from payments_svc.stellar.feed import WatcherHealth, stall_seconds
+
+    derived = load_settings(stellar_env(STELLAR_SILENCE_TIMEOUT_SECONDS="10", STELLAR_BACKOFF_MAX_SECONDS="20")).stellar
+    assert stall_seconds(derived) == 2 * (10 + 20) + 60
+    chosen = load_settings(stellar_env(STELLAR_WATCHER_STALL_SECONDS="0.05")).stellar
+    assert stall_seconds(chosen) == 0.05
+    health = WatcherHealth(stall_seconds(chosen))
+    assert health.problem() is None
+    time.sleep(0.1)
+    assert health.problem() == "the watcher has made no progress for 0 s"
+    with pytest.raises(ConfigError, match="STELLAR_WATCHER_STALL_SECONDS must be > 0"):
+        load_settings(stellar_env(STELLAR_WATCHER_STALL_SECONDS="0"))

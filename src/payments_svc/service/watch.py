@@ -271,8 +271,8 @@ class WatchService:
 
     async def watch_payments(self, caller: Caller, *, caller_service: str, status: PaymentStatus | None,
                              provider: ProviderType | None, after_event_id: int) -> AsyncIterator[Update]:
-        """Every event of the caller service's payments (filtered), from `after_event_id` on
-        (0: from now on). Never ends by itself."""
+        """A keep-alive once subscribed, then every event of the caller service's payments
+        (filtered), from `after_event_id` on (0: from now on). Never ends by itself."""
         caller_service = caller_service or caller.service_name
         if not caller.may_act_for(caller_service):
             raise PermissionDeniedError(f"this api key may not read payments of caller_service {caller_service!r}",
@@ -284,6 +284,8 @@ class WatchService:
                     and (provider is None or row.provider == provider))
 
         async with self.hub.subscribe(matches, caller_service=caller_service) as sub:
+            # At once: the client knows that everything committed from now on will reach it.
+            yield KEEPALIVE
             sent: set[int] = set()
             if after_event_id:
                 upto = self.hub.cursor

@@ -115,8 +115,10 @@ class WatcherHealth:
 
 
 def stall_seconds(settings: StellarSettings) -> float:
-    """Longest a healthy watcher goes without progress: a silent stream, the longest
-    backoff, and Horizon's and the database's timeouts, twice over."""
+    """Longest a healthy watcher goes without progress: STELLAR_WATCHER_STALL_SECONDS, else
+    a silent stream, the longest backoff, and Horizon's and the database's timeouts, twice over."""
+    if settings.stall_limit_seconds is not None:
+        return settings.stall_limit_seconds
     return 2 * (settings.silence_timeout_seconds + settings.backoff_max_seconds) + 60
 
 

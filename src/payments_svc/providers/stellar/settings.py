@@ -39,6 +39,7 @@ class StellarSettings:
     silence_timeout_seconds: float = 90.0
     backoff_min_seconds: float = 5.0
     backoff_max_seconds: float = 300.0
+    stall_limit_seconds: float | None = None  # the watcher's liveness limit; None: derived (feed.stall_seconds)
 
     def asset(self, currency: str) -> StellarAsset | None:
         """The accepted asset a payment's currency names. Case-insensitive, because
@@ -126,6 +127,7 @@ def stellar_settings_from_env(env: Mapping[str, str]) -> StellarSettings | None:
         silence_timeout_seconds=_seconds(env, "STELLAR_SILENCE_TIMEOUT_SECONDS", 90.0),
         backoff_min_seconds=_seconds(env, "STELLAR_BACKOFF_MIN_SECONDS", 5.0),
         backoff_max_seconds=_seconds(env, "STELLAR_BACKOFF_MAX_SECONDS", 300.0),
+        stall_limit_seconds=_seconds(env, "STELLAR_WATCHER_STALL_SECONDS", 0.0) or None,
     )
     if settings.backoff_max_seconds < settings.backoff_min_seconds:
         raise ValueError("STELLAR_BACKOFF_MAX_SECONDS must be >= STELLAR_BACKOFF_MIN_SECONDS")

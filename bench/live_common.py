@@ -109,7 +109,7 @@ def mariadb_pid() -> int | None:
 
 def write_block(name: str, text: str) -> None:
     """Replaces (or appends) the README block of one live bench."""
-    begin, end = f"<!-- BEGIN {name}: bench/{name}.py rewrites this block -->", f"<!-- END {name} -->"
+    begin, end = f"<!-- BEGIN {name}: bench/{name.lower()}.py rewrites this block -->", f"<!-- END {name} -->"
     readme = README.read_text()
     block = f"{begin}\n{text.rstrip()}\n{end}"
     pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)

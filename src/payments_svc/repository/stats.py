@@ -4,7 +4,7 @@ Plan: the caller's range is a range scan of idx_payments_caller_created
 (caller_service, created_at, status, currency, amount_cents, refunded_cents), which
 covers every column the query reads: no table rows are touched (MariaDB EXPLAIN: type
 range, key idx_payments_caller_created, Extra "Using where; Using index; Using
-temporary" for the GROUP BY over the few status x currency groups). With a customer_ref,
+temporary; Using filesort" for the GROUP BY over the few status x currency groups). With a customer_ref,
 idx_payments_caller_customer (caller_service, customer_ref, created_at) narrows the range
 to that buyer's rows, then reads them. bench/stats.py measures it on 1,000,000 rows."""
 

@@ -41,7 +41,7 @@ def start(database, tmp_path, *, servers: int = 1, **extra_env) -> Deployment:
     cli(env, "db", "migrate")
     procs = [ServerProcess(dict(env)) for _ in range(servers)]
     with ThreadPoolExecutor(6) as pool:
-        started = [pool.submit(p.start) for p in procs]
+        started = [pool.submit(p.start, timeout=90) for p in procs]  # a loaded machine starts slowly
         keys = [pool.submit(create_key, env, *args) for args in (("shop",), ("other",), ("ops", "*"))]
         try:
             for s in started:

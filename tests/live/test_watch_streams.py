@@ -171,3 +171,23 @@ async def test_sse_keepalives_and_the_end_on_shutdown_are_not_needed_for_a_live_
             rest = [m for m in await read_sse(response) if "comment" not in m]
     assert [m["event"] for m in rest] == ["event", "end"]
     assert rest[0]["data"]["payment"]["status"] == CANCELED
+
+
+async def test_sse_watch_of_all_payments_opens_with_a_keepalive_then_streams_the_callers_events(deployment, channels):
+    writer = Api(channels[1], deployment.shop_key)
+    url = f"{deployment.servers[0].http_url}/payments/watch?status=paid"
+    async with aiohttp.ClientSession() as session:
+        async with session.get(url, headers={"X-API-Key": deployment.shop_key, "X-Request-ID": rid()}) as response:
+            assert response.status == 200
+            assert await read_sse(response, count=1, until_end=False) == [{"comment": "keep-alive"}]  # subscribed
+            payment = await writer.create()
+            await writer.settle(payment)
+            [message] = await read_sse(response, count=1, until_end=False)
+            while "comment" in message:  # keep-alives until the change arrives
+                [message] = await read_sse(response, count=1, until_end=False)
+    assert message["event"] == "event" and message["data"]["payment"]["id"] == payment.id
+    assert message["data"]["event"]["new_status"] == PAID and message["data"]["final"] is False
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{deployment.servers[0].http_url}/payments/watch?status=bogus",
+                               headers={"X-API-Key": deployment.shop_key, "X-Request-ID": rid()}) as response:
+            assert response.status == 400 and (await response.json())["field"] == "status"

@@ -191,7 +191,7 @@ class PaymentsInterceptor(grpc.aio.ServerInterceptor):
                     return
                 except PaymentsError as exc:
                     error = exc
-                except asyncio.CancelledError:
+                except (asyncio.CancelledError, GeneratorExit):
                     code = grpc.StatusCode.CANCELLED  # the client left: the usual end of a watch
                     raise
                 except Exception:

@@ -24,10 +24,9 @@ class ErrorKind(Enum):
     IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"
     IDEMPOTENCY_IN_PROGRESS = "idempotency_in_progress"
     ABORTED = "aborted"
-    # Too many requests of one kind (e.g. VerifyPayment per payment): retry after the hint.
+    # Too many requests: a caller's quota (resilience/quotas.py), VerifyPayment per payment.
     RESOURCE_EXHAUSTED = "resource_exhausted"
     UNAVAILABLE = "unavailable"
-    RESOURCE_EXHAUSTED = "resource_exhausted"  # a caller's quota (resilience/quotas.py)
     INTERNAL = "internal"
     # Raised by the HTTP edge only: the request itself could not be taken in.
     METHOD_NOT_ALLOWED = "method_not_allowed"

@@ -9,7 +9,7 @@ indexes holding a write lock on the table for their duration (on a large table, 
 quiet moment, or apply `db migrate --sql` by hand with CREATE INDEX CONCURRENTLY).
 
 Revision ID: 0004_live_status
-Revises: 0002
+Revises: 0003
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from sqlalchemy.dialects import mysql
 from payments_svc.db.tables import Key
 
 revision = "0004_live_status"
-down_revision = "0002"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 

@@ -5,7 +5,7 @@ Cost on a live database: a new, empty table; nothing else is touched, so the pre
 release runs on this schema unchanged (it never reads the table).
 
 Revision ID: 0005
-Revises: 0003
+Revises: 0004
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from sqlalchemy.dialects import mysql
 from payments_svc.db.tables import Key
 
 revision = "0005"
-down_revision = "0003"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 

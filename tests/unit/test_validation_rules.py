@@ -48,7 +48,7 @@ def refused(cmd: CreatePaymentCommand) -> tuple[str, str | None]:
     return err.value.message, err.value.field
 
 
-@pytest.mark.parametrize("cmd, message, field", [
+CREATE_RULES = [
     (command(request_id=""), "request_id is required", "request_id"),
     (command(caller_service=""), "caller_service is required", "caller_service"),
     (command(resource_type=""), "resource_type is required", "resource_type"),
@@ -96,12 +96,16 @@ def refused(cmd: CreatePaymentCommand) -> tuple[str, str | None]:
     (command(success_url="shop.example/ok"), "success_url must be an absolute http or https URL", "success_url"),
     (command(cancel_url="javascript:alert(1)"), "cancel_url must be an absolute http or https URL", "cancel_url"),
     (command(metadata={"": "v"}), "metadata keys must not be empty", "metadata"),
-])
+]
+
+
+# Short ids: the node ids must be plain enough for mutmut to pass them back to pytest.
+@pytest.mark.parametrize("cmd, message, field", CREATE_RULES, ids=[f"{f}-{i}" for i, (_, _, f) in enumerate(CREATE_RULES)])
 def test_each_create_rule_names_its_field(cmd, message, field):
     assert refused(cmd) == (message, field)
 
 
-@pytest.mark.parametrize("cmd", [
+LIMIT_CASES = [
     command(amount_cents=1),
     command(amount_cents=MAX_AMOUNT),
     command(payment_method=2, payment_type=1),
@@ -117,7 +121,10 @@ def test_each_create_rule_names_its_field(cmd, message, field):
             success_url="https://shop.example/" + "p" * 1003, cancel_url="https://shop.example/" + "p" * 1003),
     command(metadata={"k" * 40: "v" * 500}),
     command(metadata={f"k{i}": "v" for i in range(50)}),
-])
+]
+
+
+@pytest.mark.parametrize("cmd", LIMIT_CASES, ids=[f"limits-{i}" for i in range(len(LIMIT_CASES))])
 def test_values_at_the_limits_are_accepted(cmd):
     validate_create(cmd, max_amount_cents=MAX_AMOUNT)
 

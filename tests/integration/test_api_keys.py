@@ -32,7 +32,7 @@ async def find(container, api_key: str) -> Caller | None:
 async def test_a_key_is_shown_once_and_only_its_sha256_and_prefix_are_stored(container):
     before = utcnow()
     api_key, record = await create(container, "shop", frozenset({"billing", "ads"}))
-    assert api_key.startswith("psk_") and len(api_key) >= 4 + 43  # 32 random bytes, base64url
+    assert api_key.startswith("psk_") and len(api_key) == 4 + 43  # 32 random bytes, base64url
     assert record.service_name == "shop" and record.key_prefix == api_key[:12]
     assert record.acts_for == {"billing", "ads"} and record.revoked_at is None
     assert before - timedelta(seconds=1) <= record.created_at <= utcnow() + timedelta(seconds=1)

@@ -92,8 +92,11 @@ async def test_release_and_reschedule_need_the_claims_own_token(container):
         rows = (await conn.execute(sa.select(payments.c.job_lease_until, payments.c.reconcile_attempts))).all()
         assert rows == [(LEASE + timedelta(minutes=1), 0)] * 2
         await conn.execute(payments.update().values(job_lease_until=LEASE))
-        await repo.release(first)  # its own token: handed back, due at once
-    assert ids(await claim(container, "reconcile")) == [a, b]
+        await repo.release(first[:1])  # its own token: handed back, due at once; the other stays held
+    assert ids(await claim(container, "reconcile")) == [a]
+    async with container.db.transaction() as conn:
+        await PaymentJobRepository(conn).release(first[1:])
+    assert ids(await claim(container, "reconcile", lease_until=LEASE + timedelta(minutes=9))) == [b]
 
 
 async def test_reconcile_claims_started_payments_unchanged_since_the_cutoff_when_due(container):
@@ -158,8 +161,13 @@ async def test_due_deliveries_are_leased_to_one_dispatcher_oldest_first(containe
     late = await enqueue(container, pid, NOW - timedelta(minutes=10))
     now_due = await enqueue(container, pid, NOW)  # due exactly now
     later = await enqueue(container, pid, NOW + timedelta(seconds=1))
+    finished = await enqueue(container, pid, NOW - timedelta(hours=1))  # delivered: not due whatever its time
+    async with container.db.transaction() as conn:
+        await conn.execute(callback_deliveries.update().where(callback_deliveries.c.delivery_id == finished)
+                           .values(status=int(DeliveryStatus.SUCCESS)))
     async with container.db.read() as conn:
         assert await DeliveryRepository(conn).due_summary(NOW) == (2, NOW - timedelta(minutes=10))
+        assert await DeliveryRepository(conn).get_by_delivery_id("msg_unknown") is None
     claimed = await claim_due(container, limit=1)
     assert [d.delivery_id for d in claimed] == [late]
     assert (claimed[0].payment_status, claimed[0].status, claimed[0].attempts) == (S.PAID, DeliveryStatus.PENDING, 0)
@@ -171,7 +179,7 @@ async def test_due_deliveries_are_leased_to_one_dispatcher_oldest_first(containe
     async with container.db.read() as conn:
         leased = (await conn.execute(sa.select(callback_deliveries.c.lease_owner, callback_deliveries.c.lease_until)
                                      .order_by(callback_deliveries.c.id))).all()
-    assert leased == [("d-3", LEASE + timedelta(minutes=5))] * 3
+    assert leased == [("d-3", LEASE + timedelta(minutes=5))] * 3 + [(None, None)]
 
 
 async def test_an_outcome_is_recorded_only_by_the_lease_holder(container):

@@ -58,7 +58,7 @@ SCOPE: dict[str, list[str]] = {
 # mutmut's exit codes -> the report's columns (mutmut.stats.status_by_exit_code).
 STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests", 36: "timeout", 24: "timeout",
           -24: "timeout", 152: "timeout", 255: "timeout", None: "not run", 34: "skipped"}
-COLUMNS = ("killed", "timeout", "survived", "no tests", "equivalent", "other", "not run")
+COLUMNS = ("killed", "timeout", "survived", "no tests", "outside", "equivalent", "other", "not run")
 
 
 def group_of(name: str) -> str | None:
@@ -84,17 +84,19 @@ def load_results() -> dict[str, int | None]:
     return results
 
 
-def load_equivalent() -> dict[str, str]:
-    """Mutant name (or pattern) -> why it cannot change behaviour."""
+def load_equivalent() -> dict[str, tuple[str, str]]:
+    """Mutant name (or pattern) -> (kind, why): "equivalent" (cannot change behaviour) or
+    "outside" (changes behaviour that only tests outside the fast subset can see, e.g. on MariaDB)."""
     if not EQUIVALENT.exists():
         return {}
-    return {e["mutant"]: e["why"] for e in tomllib.loads(EQUIVALENT.read_text())["equivalent"]}
+    entries = tomllib.loads(EQUIVALENT.read_text())["equivalent"]
+    return {e["mutant"]: (e.get("kind", "equivalent"), e["why"]) for e in entries}
 
 
-def equivalent_reason(name: str, equivalent: dict[str, str]) -> str | None:
+def equivalent_reason(name: str, equivalent: dict[str, tuple[str, str]]) -> tuple[str, str] | None:
     if name in equivalent:
         return equivalent[name]
-    return next((why for pattern, why in equivalent.items() if fnmatch.fnmatchcase(name, pattern)), None)
+    return next((entry for pattern, entry in equivalent.items() if fnmatch.fnmatchcase(name, pattern)), None)
 
 
 def diff_of(name: str) -> str:
@@ -119,16 +121,16 @@ def write_report() -> dict[str, Counter]:
     equivalent = load_equivalent()
     by_module: dict[tuple[str, str], Counter] = defaultdict(Counter)
     survivors: dict[str, list[str]] = defaultdict(list)
-    explained: list[tuple[str, str]] = []
+    explained: dict[str, list[tuple[str, str]]] = defaultdict(list)
     for name, code in sorted(results.items()):
         group = group_of(name)
         if group is None:
             continue
         status = STATUS.get(code, "other")
-        why = equivalent_reason(name, equivalent) if status in ("survived", "no tests") else None
-        if why:
-            status = "equivalent"
-            explained.append((name, why))
+        entry = equivalent_reason(name, equivalent) if status in ("survived", "no tests") else None
+        if entry:
+            status, why = entry
+            explained[status].append((name, why))
         elif status in ("survived", "no tests"):
             survivors[module_of(name)].append(name)
         by_module[(group, module_of(name))][status] += 1
@@ -140,7 +142,9 @@ def write_report() -> dict[str, Counter]:
         "scope and test subset: the script's SCOPE and pyproject's `[tool.mutmut]`.",
         "Score = (killed + timeout) / (mutants run − equivalent); target ≥ 90 % per module.",
         "A survivor is a change no test noticed: kill it with a test, or explain it in",
-        "tests/mutation/equivalent.toml (it then counts as equivalent).",
+        "tests/mutation/equivalent.toml: *equivalent* (cannot change behaviour; left out of the score) or",
+        "*outside* (a change only tests outside the fast subset can see, e.g. on MariaDB; still counted as not killed).",
+        "*not run*: mutants the last run did not reach (`make mutate` resumes with them).",
         "",
         "| group | module | " + " | ".join(COLUMNS) + " | score |",
         "|---|---|" + "---|" * len(COLUMNS) + "---|",
@@ -163,7 +167,9 @@ def write_report() -> dict[str, Counter]:
             lines += [f"- `{name}` ({STATUS.get(results[name], 'other')})", "", "  ```diff"]
             lines += ["  " + line for line in diff_of(name).splitlines()] + ["  ```", ""]
     lines += ["## Equivalent mutants (cannot change behaviour)", ""]
-    lines += [f"- `{name}`: {why}" for name, why in explained] or ["None."]
+    lines += [f"- `{name}`: {why}" for name, why in explained["equivalent"]] or ["None."]
+    lines += ["", "## Survivors only tests outside the fast subset can kill", ""]
+    lines += [f"- `{name}`: {why}" for name, why in explained["outside"]] or ["None."]
     REPORT.parent.mkdir(parents=True, exist_ok=True)
     REPORT.write_text("\n".join(lines) + "\n")
     return totals
@@ -176,7 +182,7 @@ def score(counts: Counter) -> str:
     return f"{100 * (counts['killed'] + counts['timeout']) / run:.1f} %"
 
 
-def run_mutmut(children: int, groups: list[str]) -> int:
+def run_mutmut(children: int, groups: list[str], match: list[str]) -> int:
     """Runs the groups' mutants. After a first run, only those without a verdict and the
     survivors are run again (mutmut reruns every mutant it is named), so an interrupted
     run resumes and new tests get their chance at the survivors."""
@@ -184,7 +190,8 @@ def run_mutmut(children: int, groups: list[str]) -> int:
     done = load_results()
     if done:
         patterns = [name for name, code in done.items()
-                    if group_of(name) in groups and STATUS.get(code) in (None, "not run", "survived", "no tests")]
+                    if group_of(name) in groups and STATUS.get(code) in (None, "not run", "survived", "no tests")
+                    and (not match or any(fnmatch.fnmatchcase(name, m) for m in match))]
         if not patterns:
             print("every mutant of these groups has a verdict; delete mutants/ to start afresh")
             return 0
@@ -198,9 +205,11 @@ def main() -> int:
     parser.add_argument("--children", type=int, default=2, help="mutants tested at once (default 2)")
     parser.add_argument("--only", nargs="+", choices=list(SCOPE), default=list(SCOPE), metavar="GROUP",
                         help=f"groups to run: {', '.join(SCOPE)}")
+    parser.add_argument("--match", nargs="+", default=[], metavar="PATTERN",
+                        help="with --run after a first run: only mutants whose name matches, e.g. 'payments_svc.repository.payments.*'")
     args = parser.parse_args()
     if args.run:
-        code = run_mutmut(args.children, args.only)
+        code = run_mutmut(args.children, args.only, args.match)
         if code != 0:
             print(f"mutmut run exited {code}; the report shows what it finished", file=sys.stderr)
     totals = write_report()

@@ -97,7 +97,9 @@ async def test_auth_refusing_our_own_key_is_unavailable_and_logged_with_the_fix(
     assert len(refused) == 1  # the verdict is trusted for a while: logged once, not per request
     assert refused[0]["log_level"] == "error" and refused[0]["code"] == "UNAUTHENTICATED"
     assert refused[0]["auth_service"] == fake.address and refused[0]["details"] == "invalid x-api-key"
-    assert "APP_API_KEY" in refused[0]["message"]
+    assert refused[0]["message"] == (
+        "the Auth service refuses this service's APP_API_KEY: every caller gets UNAVAILABLE (503) "
+        "until APP_API_KEY is a key Auth accepts (check the Secret, or the key at Auth)")
     assert fake.count(APP_KEY) == 1
 
     clock[0] += ExternalAuthenticator.OWN_KEY_REFUSED_TRUST_SECONDS - 0.1

@@ -114,3 +114,10 @@ def test_an_event_of_another_type_reports_no_status(provider, clock):
 def test_the_signer_uses_the_current_time_unless_told(clock):
     assert sandbox.sign(b"{}", SECRET) == f"t={NOW},v1={mac(b'{}', NOW)}"
     assert sandbox.sign(b"{}", SECRET, timestamp=5) == f"t=5,v1={mac(b'{}', 5)}"
+
+
+def test_a_value_is_everything_after_the_first_equals_sign(clock):
+    body = b"{}"
+    with pytest.raises(CallbackRejectedError) as rejected:
+        sandbox.verify(body, f"t={NOW},v1=a=b", SECRET)  # a v1 value that matches nothing, not a malformed header
+    assert rejected.value.reason == "invalid signature"

@@ -11,6 +11,8 @@ import pytest
 from stellar_sdk import Keypair
 
 from payments_svc.config import ConfigError, load_settings
+from payments_svc.domain.errors import CallbackRejectedError
+from payments_svc.providers.stellar.provider import StellarProvider
 from payments_svc.providers.stellar.feed import HorizonHistory, retry_after, retry_delay
 from payments_svc.providers.stellar.instructions import (
     StellarInstructions,
@@ -220,7 +222,7 @@ def test_retry_after_is_honoured_within_the_longest_backoff():
 
 
 def test_the_watchers_stall_limit_is_a_setting_or_derived():
-    from payments_svc.stellar.feed import WatcherHealth, stall_seconds
+    from payments_svc.providers.stellar.feed import WatcherHealth, stall_seconds
 
     derived = load_settings(stellar_env(STELLAR_SILENCE_TIMEOUT_SECONDS="10", STELLAR_BACKOFF_MAX_SECONDS="20")).stellar
     assert stall_seconds(derived) == 2 * (10 + 20) + 60
@@ -232,3 +234,10 @@ def test_the_watchers_stall_limit_is_a_setting_or_derived():
     assert health.problem() == "the watcher has made no progress for 0 s"
     with pytest.raises(ConfigError, match="STELLAR_WATCHER_STALL_SECONDS must be > 0"):
         load_settings(stellar_env(STELLAR_WATCHER_STALL_SECONDS="0"))
+
+
+def test_stellar_takes_no_webhooks_and_says_where_its_payments_come_from():
+    provider = StellarProvider(load_settings(stellar_env()).stellar)
+    with pytest.raises(CallbackRejectedError) as rejected:
+        provider.parse_callback(b"{}", "t=1,v1=00")
+    assert rejected.value.reason == "stellar payments are read from the ledger, not sent as webhooks"

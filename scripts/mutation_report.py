@@ -116,6 +116,25 @@ def diff_of(name: str) -> str:
     return "\n".join(line for line in lines[2:] if line.startswith(("+", "-")))
 
 
+PLANTED = REPO / "mutants" / "planted.json"
+
+
+def check_planted() -> None:
+    """Plants each of tests/mutation/planted.py's bugs (which mutmut cannot make) and records
+    whether its tests caught it (failed)."""
+    sys.path.insert(0, str(REPO))
+    from tests.mutation.planted import BUGS
+
+    caught = {}
+    for bug, (_, tests) in BUGS.items():
+        code = subprocess.call([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "tests.mutation.planted",
+                                "-m", "not mysql", *tests], cwd=REPO, env={**os.environ, "PLANTED_BUG": bug},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        caught[bug] = {"tests": " ".join(tests), "caught": code == 1}
+    PLANTED.parent.mkdir(exist_ok=True)
+    PLANTED.write_text(json.dumps(caught, indent=1))
+
+
 def write_report() -> dict[str, Counter]:
     results = load_results()
     equivalent = load_equivalent()
@@ -166,6 +185,12 @@ def write_report() -> dict[str, Counter]:
         for name in names:
             lines += [f"- `{name}` ({STATUS.get(results[name], 'other')})", "", "  ```diff"]
             lines += ["  " + line for line in diff_of(name).splitlines()] + ["  ```", ""]
+    lines += ["## Bugs planted by hand", "",
+              "mutmut mutates inside functions only, so module-level tables and statements (the transition",
+              "table, the conditional UPDATE) and multi-token bugs are planted by tests/mutation/planted.py:", ""]
+    planted = json.loads(PLANTED.read_text()) if PLANTED.exists() else {}
+    lines += [f"- `{bug}`: {'caught' if r['caught'] else '**NOT caught**'} by `{r['tests']}`" for bug, r in planted.items()]
+    lines += ["" if planted else "Not checked yet (`make mutate` checks them).", ""]
     lines += ["## Equivalent mutants (cannot change behaviour)", ""]
     lines += [f"- `{name}`: {why}" for name, why in explained["equivalent"]] or ["None."]
     lines += ["", "## Survivors only tests outside the fast subset can kill", ""]
@@ -209,6 +234,7 @@ def main() -> int:
                         help="with --run after a first run: only mutants whose name matches, e.g. 'payments_svc.repository.payments.*'")
     args = parser.parse_args()
     if args.run:
+        check_planted()
         code = run_mutmut(args.children, args.only, args.match)
         if code != 0:
             print(f"mutmut run exited {code}; the report shows what it finished", file=sys.stderr)

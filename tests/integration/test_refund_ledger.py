@@ -35,7 +35,7 @@ async def test_every_column_is_kept_and_found_by_either_id(container):
     async with container.db.read() as conn:
         repo = RefundRepository(conn)
         stored = await repo.get(ours.id)
-        assert stored == ours
+        assert stored == ours and ours.status.name == "PENDING"  # an enum, as read back
         assert (stored.payment_id, stored.request_id, stored.request_fingerprint, stored.amount_cents, stored.reason,
                 stored.status, stored.provider_refund_id, stored.failure_reason, stored.error_code) == (
             payment.id, "r-1", "fp", 300, "duplicate", RefundStatus.PENDING, "re_1", "not yet", None)
@@ -43,6 +43,7 @@ async def test_every_column_is_kept_and_found_by_either_id(container):
         assert await repo.get(theirs.id + 1) is None
         assert await repo.find_by_request(payment.id, "r-1") == ours
         assert await repo.find_by_request(payment.id, "r-2") is None
+        assert await repo.find_by_request(payment.id + 1, "r-1") is None  # keys are per payment
         assert await repo.find_by_provider_id(ProviderType.SANDBOX, "re_2") == theirs
         assert await repo.find_by_provider_id(ProviderType.SANDBOX, "re_3") is None
         assert await repo.find_by_provider_id(ProviderType.STRIPE, "re_2") is None  # ids are per provider
@@ -58,14 +59,18 @@ async def test_every_column_is_kept_and_found_by_either_id(container):
 
 async def test_reservations_never_exceed_what_is_left_and_need_a_paid_payment(container):
     payment = await paid_payment(container.service)  # 1500 paid
+    other = await paid_payment(container.service, "req-2")
     async with container.db.transaction() as conn:
         repo = RefundRepository(conn)
+        assert await repo.reserve(other.id, 100, NOW) is True  # its own refundable_cents only
+        assert (await PaymentRepository(conn).get(payment.id)).refundable_cents == 1500
         assert await repo.reserve(payment.id, 1000, NOW) is True
         assert await repo.reserve(payment.id, 501, NOW) is False
         assert await repo.reserve(payment.id, 500, NOW) is True  # exactly what is left
         assert await repo.reserve(payment.id, 1, NOW) is False
         left = await PaymentRepository(conn).get(payment.id)
     assert (left.refundable_cents, left.updated_at) == (0, NOW)
+
     unpaid = (await container.service.create_payment(SHOP, command("unpaid"))).payment
     assert unpaid.status == PaymentStatus.PENDING
     async with container.db.transaction() as conn:

@@ -17,6 +17,7 @@ from payments_svc.clock import utcnow
 from payments_svc.domain.enums import PaymentMethod, PaymentStatus, PaymentType, ProviderType
 from payments_svc.domain.errors import CallbackRejectedError
 from payments_svc.domain.payment import Payment
+from payments_svc.domain.refund import Refund, RefundStatus
 from payments_svc.providers import sandbox
 from payments_svc.providers.sandbox import SandboxProvider
 
@@ -121,3 +122,14 @@ def test_a_value_is_everything_after_the_first_equals_sign(clock):
     with pytest.raises(CallbackRejectedError) as rejected:
         sandbox.verify(body, f"t={NOW},v1=a=b", SECRET)  # a v1 value that matches nothing, not a malformed header
     assert rejected.value.reason == "invalid signature"
+
+
+async def test_a_sandbox_refund_succeeds_at_once_under_an_id_its_retry_gets_again(provider):
+    now = utcnow()
+    refund = Refund(12, 7, "r-1", "fp", 300, None, RefundStatus.PENDING, None, None, None, now, now)
+    snapshot = await provider.refund(payment(), refund, "key-1")
+    expected_id = "sbx_re_" + hashlib.sha256(b"key-1").hexdigest()[:24]
+    assert (snapshot.provider_refund_id, snapshot.amount_cents, snapshot.status, snapshot.refund_id) == (
+        expected_id, 300, RefundStatus.SUCCEEDED, 12)
+    assert (await provider.refund(payment(), refund, "key-1")).provider_refund_id == expected_id
+    assert (await provider.refund(payment(), refund, "key-2")).provider_refund_id != expected_id

@@ -1,0 +1,68 @@
+"""The payments table's conditional writes through PaymentRepository, on SQLite and MariaDB:
+taking over an unfinished create (only the one row, only while CREATED, only if its lease is
+the one seen and has run out) and the status-change UPDATE that applies only on the expected
+status; lookups by callback hash are per provider."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from payments_svc.clock import utcnow
+from payments_svc.db.tables import payments
+from payments_svc.domain.enums import PaymentStatus, ProviderType
+from payments_svc.repository.payments import PaymentRepository
+
+from .test_payment_service import SHOP, command, service  # noqa: F401  (fixture)
+
+NOW = utcnow().replace(microsecond=0)
+
+
+async def _set(service, payment_id, **values):  # noqa: F811  (the fixture's name)
+    async with service.db.transaction() as conn:
+        await conn.execute(payments.update().where(payments.c.id == payment_id).values(**values))
+
+
+async def test_an_unfinished_create_is_taken_over_once_and_only_after_its_lease(service):  # noqa: F811
+    a = (await service.create_payment(SHOP, command("lease-a"))).payment
+    b = (await service.create_payment(SHOP, command("lease-b"))).payment
+    seen = NOW - timedelta(seconds=1)
+    for p in (a, b):
+        await _set(service, p.id, status=int(PaymentStatus.CREATED), create_lease_until=seen)
+    new_lease = NOW + timedelta(minutes=2)
+    async with service.db.transaction() as conn:
+        repo = PaymentRepository(conn)
+        assert await repo.claim_create_lease(a.id, NOW, NOW, new_lease) is False  # not the lease it holds
+        assert await repo.claim_create_lease(a.id, seen, NOW - timedelta(seconds=2), new_lease) is False  # not run out
+        assert await repo.claim_create_lease(a.id, seen, NOW, new_lease) is True
+        assert await repo.claim_create_lease(a.id, seen, NOW, new_lease) is False  # taken: its lease changed
+        taken, untouched = await repo.get(a.id), await repo.get(b.id)
+    assert (taken.create_lease_until, taken.updated_at) == (new_lease, NOW)
+    assert untouched.create_lease_until == seen and untouched.updated_at != NOW
+    await _set(service, b.id, status=int(PaymentStatus.PENDING))
+    async with service.db.transaction() as conn:
+        assert await PaymentRepository(conn).claim_create_lease(b.id, seen, NOW, new_lease) is False  # finished
+    await _set(service, b.id, status=int(PaymentStatus.CREATED), create_lease_until=None)
+    async with service.db.transaction() as conn:
+        assert await PaymentRepository(conn).claim_create_lease(b.id, None, NOW, new_lease) is True  # never leased
+
+
+async def test_a_status_change_applies_only_on_the_expected_status(service):  # noqa: F811
+    p = (await service.create_payment(SHOP, command("cond"))).payment
+    async with service.db.transaction() as conn:
+        repo = PaymentRepository(conn)
+        assert await repo.update_if_status(p.id, PaymentStatus.CREATED, {"status": PaymentStatus.CANCELED}) is False
+        assert await repo.update_if_status(p.id + 1, PaymentStatus.PENDING, {"status": PaymentStatus.CANCELED}) is False
+        assert await repo.update_if_status(p.id, PaymentStatus.PENDING, {"status": PaymentStatus.PAID,
+                                                                          "metadata": {"k": "é"}}) is True
+        stored = await repo.get(p.id)
+    assert (stored.status, stored.metadata) == (PaymentStatus.PAID, {"k": "é"})
+
+
+async def test_a_callback_hash_is_looked_up_for_its_provider_only(service):  # noqa: F811
+    p = (await service.create_payment(SHOP, command("hash"))).payment
+    async with service.db.read() as conn:
+        repo = PaymentRepository(conn)
+        assert (await repo.find_by_callback_hash(ProviderType.SANDBOX, p.provider_callback_hash)).id == p.id
+        assert await repo.find_by_callback_hash(ProviderType.STRIPE, p.provider_callback_hash) is None
+        assert await repo.find_by_callback_hash(ProviderType.SANDBOX, "no-such-hash") is None
+        assert await repo.get(2**63) is None and await repo.get_with_latest_delivery(2**63) is None

@@ -33,11 +33,11 @@ async def test_an_unfinished_create_is_taken_over_once_and_only_after_its_lease(
         repo = PaymentRepository(conn)
         assert await repo.claim_create_lease(a.id, NOW, NOW, new_lease) is False  # not the lease it holds
         assert await repo.claim_create_lease(a.id, seen, NOW - timedelta(seconds=2), new_lease) is False  # not run out
-        assert await repo.claim_create_lease(a.id, seen, NOW, new_lease) is True
+        assert await repo.claim_create_lease(a.id, seen, seen, new_lease) is True  # runs out at `seen` itself
         assert await repo.claim_create_lease(a.id, seen, NOW, new_lease) is False  # taken: its lease changed
         taken, untouched = await repo.get(a.id), await repo.get(b.id)
-    assert (taken.create_lease_until, taken.updated_at) == (new_lease, NOW)
-    assert untouched.create_lease_until == seen and untouched.updated_at != NOW
+    assert (taken.create_lease_until, taken.updated_at) == (new_lease, seen)
+    assert untouched.create_lease_until == seen and untouched.updated_at != seen
     await _set(service, b.id, status=int(PaymentStatus.PENDING))
     async with service.db.transaction() as conn:
         assert await PaymentRepository(conn).claim_create_lease(b.id, seen, NOW, new_lease) is False  # finished

@@ -111,7 +111,7 @@ async def test_reconcile_claims_started_payments_unchanged_since_the_cutoff_when
 
 
 async def test_reconcile_backoff_repeats_its_last_step(container):
-    (a,) = await make_payments(container, 1)
+    a, b = await make_payments(container, 2)
     await set_row(container, a, updated_at=NOW - timedelta(hours=1))
     backoff = (60.0, 600.0)
     now = NOW
@@ -119,9 +119,14 @@ async def test_reconcile_backoff_repeats_its_last_step(container):
         (claimed,) = await claim(container, "reconcile", now=now)
         assert claimed.reconcile_attempts == attempt - 1
         async with container.db.transaction() as conn:
+            # b holds a lease with the same token (claimed in the same batch): only a is rescheduled
+            await conn.execute(payments.update().where(payments.c.id == b).values(job_lease_until=LEASE))
             await PaymentJobRepository(conn).schedule_next_reconcile(claimed, backoff, now)
             row = (await conn.execute(sa.select(payments.c.reconcile_attempts, payments.c.reconcile_next_at,
-                                                payments.c.job_lease_until))).one()
+                                                payments.c.job_lease_until).where(payments.c.id == a))).one()
+            other = (await conn.execute(sa.select(payments.c.reconcile_attempts, payments.c.job_lease_until)
+                                        .where(payments.c.id == b))).one()
+        assert tuple(other) == (0, LEASE)
         assert tuple(row) == (attempt, now + timedelta(seconds=delay), None)
         assert await claim(container, "reconcile", now=now + timedelta(seconds=delay - 1)) == []
         now += timedelta(seconds=delay)
@@ -133,10 +138,13 @@ async def test_the_crashed_create_sweep_claims_created_payments_whose_lease_ran_
     await set_row(container, b, status=S.CREATED, create_lease_until=NOW - timedelta(hours=1))
     await set_row(container, c, status=S.CREATED, create_lease_until=NOW + timedelta(seconds=1))  # still held
     await set_row(container, d, status=S.CREATED, create_lease_until=None, reconcile_next_at=NOW + timedelta(seconds=1))
-    # e stays PENDING: its create finished
-    assert ids(await claim(container, "creates")) == [b, a]
+    # e is another provider's
+    await set_row(container, e, status=S.CREATED, create_lease_until=None, provider=ProviderType.STRIPE)
+    assert ids(await claim(container, "creates", limit=1)) == [b]
+    assert ids(await claim(container, "creates")) == [a]
     await set_row(container, d, reconcile_next_at=NOW)
     assert ids(await claim(container, "creates")) == [d]  # no lease at all (NULL) and due
+    assert ids(await claim(container, "creates", provider=ProviderType.STRIPE)) == [e]
 
 
 # ---- status callback deliveries --------------------------------------------------------------

@@ -207,16 +207,19 @@ def score(counts: Counter) -> str:
     return f"{100 * (counts['killed'] + counts['timeout']) / run:.1f} %"
 
 
-def run_mutmut(children: int, groups: list[str], match: list[str]) -> int:
+def run_mutmut(children: int, groups: list[str], match: list[str], survivors_only: bool = False) -> int:
     """Runs the groups' mutants. After a first run, only those without a verdict and the
     survivors are run again (mutmut reruns every mutant it is named), so an interrupted
     run resumes and new tests get their chance at the survivors."""
     patterns = [p for g in groups for p in SCOPE[g]]
     done = load_results()
+    equivalent = load_equivalent()
     if done:
         patterns = [name for name, code in done.items()
-                    if group_of(name) in groups and STATUS.get(code) in (None, "not run", "survived", "no tests")
-                    and (not match or any(fnmatch.fnmatchcase(name, m) for m in match))]
+                    if group_of(name) in groups
+                    and STATUS.get(code) in (("survived", "no tests") if survivors_only else ("not run", "survived", "no tests"))
+                    and (not match or any(fnmatch.fnmatchcase(name, m) for m in match))
+                    and equivalent_reason(name, equivalent) is None]
         if not patterns:
             print("every mutant of these groups has a verdict; delete mutants/ to start afresh")
             return 0
@@ -232,10 +235,12 @@ def main() -> int:
                         help=f"groups to run: {', '.join(SCOPE)}")
     parser.add_argument("--match", nargs="+", default=[], metavar="PATTERN",
                         help="with --run after a first run: only mutants whose name matches, e.g. 'payments_svc.repository.payments.*'")
+    parser.add_argument("--survivors", action="store_true",
+                        help="with --run after a first run: only the survivors (after adding tests that should kill them)")
     args = parser.parse_args()
     if args.run:
         check_planted()
-        code = run_mutmut(args.children, args.only, args.match)
+        code = run_mutmut(args.children, args.only, args.match, args.survivors)
         if code != 0:
             print(f"mutmut run exited {code}; the report shows what it finished", file=sys.stderr)
     totals = write_report()

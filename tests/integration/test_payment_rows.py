@@ -66,3 +66,15 @@ async def test_a_callback_hash_is_looked_up_for_its_provider_only(service):  # n
         assert await repo.find_by_callback_hash(ProviderType.STRIPE, p.provider_callback_hash) is None
         assert await repo.find_by_callback_hash(ProviderType.SANDBOX, "no-such-hash") is None
         assert await repo.get(2**63) is None and await repo.get_with_latest_delivery(2**63) is None
+
+
+async def test_a_payment_is_read_with_its_latest_callback_delivery_if_any(service):  # noqa: F811
+    p = (await service.create_payment(SHOP, command("latest"))).payment
+    async with service.db.read() as conn:
+        payment, delivery = await PaymentRepository(conn).get_with_latest_delivery(p.id)
+    assert (payment.id, delivery) == (p.id, None)  # no status callback yet
+    await service.cancel_payment(SHOP, p.id, "")
+    async with service.db.read() as conn:
+        payment, delivery = await PaymentRepository(conn).get_with_latest_delivery(p.id)
+    assert (payment.status, delivery.payment_id, delivery.event_type, delivery.payment_status) == (
+        PaymentStatus.CANCELED, p.id, "payment.canceled", PaymentStatus.CANCELED)

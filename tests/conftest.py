@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 
 import pytest
+import uvloop
 
 from payments_svc.config import load_settings
 from payments_svc.container import build_container
@@ -12,7 +13,16 @@ from payments_svc.db.migrate import migrate
 
 from .support import base_env, new_database
 
+
+def pytest_asyncio_loop_factories(config, item):
+    """In-process tests run on the event loop the service runs on (uvloop, PAYMENTS_UVLOOP)."""
+    return {"uvloop": uvloop.new_event_loop}
+
+
 BACKENDS = ["sqlite", pytest.param("mysql", marks=pytest.mark.mysql)]
+# The integration, jobs and e2e suites run on PostgreSQL too (the rest on SQLite and MariaDB:
+# CI time); without a PostgreSQL server those tests skip loudly, under CI=true they fail.
+ALL_BACKENDS = [*BACKENDS, pytest.param("postgresql", marks=pytest.mark.postgresql)]
 
 
 @pytest.fixture(params=BACKENDS)

@@ -119,7 +119,7 @@ def new_database(backend: str, tmp_path: Path) -> TestDatabase:
         cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
     conn.close()
     auth = MYSQL_USER + (f":{MYSQL_PASSWORD}" if MYSQL_PASSWORD else "")
-    return TestDatabase("mysql", f"mysql+aiomysql://{auth}@{MYSQL_HOST}:{MYSQL_PORT}/{name}?charset=utf8mb4", name)
+    return TestDatabase("mysql", f"mysql+asyncmy://{auth}@{MYSQL_HOST}:{MYSQL_PORT}/{name}?charset=utf8mb4", name)
 
 
 def free_port() -> int:

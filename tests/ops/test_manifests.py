@@ -390,7 +390,7 @@ def test_every_container_configuration_loads():
         except ConfigError as exc:
             pytest.fail(f"{where}: {exc}")
         assert settings.is_production and not settings.sandbox_enabled, where
-        assert settings.database_url.startswith("mysql+aiomysql://"), where
+        assert settings.database_url.startswith("mysql+asyncmy://"), where
         reads_stellar = any((s.get("configMapRef") or {}).get("name") == "payments-svc-stellar" for s in c.get("envFrom", []))
         assert (settings.stellar is not None) == reads_stellar, where  # stellar/configmap.yaml parses
         if c.get("args", [])[:2] != ["db", "migrate"]:  # the migration needs only the database

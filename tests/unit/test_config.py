@@ -7,8 +7,8 @@ from payments_svc.config import ConfigError, load_settings, mysql_dsn_to_url, re
 
 def test_go_dsn_becomes_an_async_mysql_url():
     assert mysql_dsn_to_url("root:root@tcp(localhost:3306)/payments?parseTime=true") == \
-        "mysql+aiomysql://root:root@localhost:3306/payments?charset=utf8mb4"
-    assert mysql_dsn_to_url("app:p@ss:w@tcp(db:3307)/pay") == "mysql+aiomysql://app:p%40ss%3Aw@db:3307/pay?charset=utf8mb4"
+        "mysql+asyncmy://root:root@localhost:3306/payments?charset=utf8mb4"
+    assert mysql_dsn_to_url("app:p@ss:w@tcp(db:3307)/pay") == "mysql+asyncmy://app:p%40ss%3Aw@db:3307/pay?charset=utf8mb4"
     assert mysql_dsn_to_url("u@unix(/run/mysqld.sock)/pay").endswith("pay?charset=utf8mb4&unix_socket=%2Frun%2Fmysqld.sock")
     with pytest.raises(ConfigError, match="MYSQL_DSN"):
         mysql_dsn_to_url("nonsense")
@@ -16,9 +16,11 @@ def test_go_dsn_becomes_an_async_mysql_url():
 
 def test_database_url_precedence(tmp_path):
     assert load_settings({}, base_dir=tmp_path).database_url == f"sqlite+aiosqlite:///{tmp_path}/var/payments.sqlite3"
-    assert load_settings({"MYSQL_DSN": "u:p@tcp(h:1)/d"}).database_url.startswith("mysql+aiomysql://u:p@h:1/d")
+    assert load_settings({"MYSQL_DSN": "u:p@tcp(h:1)/d"}).database_url.startswith("mysql+asyncmy://u:p@h:1/d")
     url = load_settings({"MYSQL_DSN": "u:p@tcp(h:1)/d", "PAYMENTS_DATABASE_URL": "mysql://x@y/z"}).database_url
-    assert url == "mysql+aiomysql://x@y/z"
+    assert url == "mysql+asyncmy://x@y/z"
+    # aiomysql stays selectable by its URL.
+    assert load_settings({"PAYMENTS_DATABASE_URL": "mysql+aiomysql://x@y/z"}).database_url == "mysql+aiomysql://x@y/z"
 
 
 def test_bad_values_fail_loudly_instead_of_falling_back():

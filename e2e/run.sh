@@ -5,12 +5,13 @@
 #   bash e2e/run.sh [pytest args...]          (or: make e2e)
 #
 # Database: the server named by E2E_DATABASE_URL (a SQLAlchemy URL such as
-# mysql+aiomysql://user:pass@host:3306/ or a Go DSN user:pass@tcp(host:3306)/x; the
+# mysql+asyncmy://user:pass@host:3306/ or a Go DSN user:pass@tcp(host:3306)/x; the
 # database name in it is ignored), else the local MariaDB at TEST_MYSQL_HOST/PORT/USER/
 # PASSWORD (default root@127.0.0.1:3306), started here if it is installed and down (and
 # stopped again at the end). A new database payments_e2e_<random> is created, migrated
 # with `payments-svc db migrate`, and dropped at the end (E2E_KEEP_DATABASE=1 keeps it).
-# Without MariaDB, E2E_DATABASE_URL=sqlite:// runs the same suite on a SQLite file.
+# Without MariaDB, E2E_DATABASE_URL=sqlite:// runs the same suite on a SQLite file;
+# E2E_DATABASE_URL=postgresql+asyncpg://postgres@127.0.0.1:5432/ on PostgreSQL (.ci/run runs all three).
 #
 # Python: $PYTHON, else .venv/bin/python (make install), else the active virtualenv's, else python3; it must have
 # payments-svc installed with its dev extras.

@@ -8,7 +8,8 @@ last-resort clean-up):
     python -m e2e.stack drop-db URL              # drops a database create-db made
     python -m e2e.stack reap RUN_DIR             # stops every process still listed in RUN_DIR/pids
 
-SERVER_URL is a SQLAlchemy URL (`mysql+aiomysql://user:pass@host:3306/`) or a Go DSN
+SERVER_URL is a SQLAlchemy URL (`mysql+asyncmy://user:pass@host:3306/`,
+`postgresql+asyncpg://postgres@host:5432/`) or a Go DSN
 (`user:pass@tcp(host:3306)/anything`); without one, TEST_MYSQL_HOST/PORT/USER/PASSWORD
 (default root@127.0.0.1:3306, as the unit tests use).
 """
@@ -41,7 +42,7 @@ def default_server_url() -> str:
     user = os.environ.get("TEST_MYSQL_USER", "root")
     password = os.environ.get("TEST_MYSQL_PASSWORD", "")
     auth = user + (f":{password}" if password else "")
-    return f"mysql+aiomysql://{auth}@{host}:{port}/"
+    return f"mysql+asyncmy://{auth}@{host}:{port}/"
 
 
 def _normalise(url: str) -> str:
@@ -64,6 +65,27 @@ def _mysql_connect(url: str, database: str | None = None):
     return pymysql.connect(**kwargs)
 
 
+def _postgres(url: str, statement: str) -> None:
+    """One statement on the PostgreSQL server's `postgres` database (asyncpg, the driver
+    the service uses)."""
+    import asyncio
+
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    u = make_url(url)
+
+    async def run() -> None:
+        conn = await asyncpg.connect(host=u.host or "127.0.0.1", port=u.port or 5432, user=u.username or "postgres",
+                                     password=u.password, database="postgres", timeout=5)
+        try:
+            await conn.execute(statement)
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
 def create_database(server_url: str | None = None, run_dir: Path | None = None) -> str:
     """A new, empty database on the server; returns its URL for PAYMENTS_DATABASE_URL."""
     from sqlalchemy.engine import make_url
@@ -73,13 +95,19 @@ def create_database(server_url: str | None = None, run_dir: Path | None = None) 
     if url.startswith("sqlite"):
         directory = run_dir or Path(os.environ.get("TMPDIR", "/tmp"))
         return f"sqlite+aiosqlite:///{directory / (name + '.sqlite3')}"
+    if make_url(url).get_backend_name() == "postgresql":
+        _postgres(url, f'CREATE DATABASE "{name}" ENCODING \'UTF8\' TEMPLATE template0')
+        return make_url(url).set(drivername="postgresql+asyncpg", database=name).render_as_string(hide_password=False)
     conn = _mysql_connect(url)
     try:
         with conn.cursor() as cur:
             cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
     finally:
         conn.close()
-    u = make_url(url).set(drivername="mysql+aiomysql", database=name)
+    u = make_url(url)
+    # The driver the URL names, if async (`mysql+aiomysql` runs the suite on aiomysql); else the default.
+    u = u.set(drivername=u.drivername if u.drivername in ("mysql+asyncmy", "mysql+aiomysql") else "mysql+asyncmy",
+              database=name)
     query = dict(u.query)
     query.setdefault("charset", "utf8mb4")
     return u.set(query=query).render_as_string(hide_password=False)
@@ -98,6 +126,9 @@ def drop_database(url: str) -> None:
     name = make_url(url).database or ""
     if not name.startswith(DB_PREFIX):
         raise SystemExit(f"refusing to drop {name!r}: not a database the e2e suite created")
+    if make_url(url).get_backend_name() == "postgresql":
+        _postgres(url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        return
     conn = _mysql_connect(url)
     try:
         with conn.cursor() as cur:

@@ -60,3 +60,29 @@ def test_timeout_settings():
         for bad in ("0", "-1", "soon"):
             with pytest.raises(ConfigError, match=name):
                 load_settings({name: bad})
+
+
+async def test_postgresql_errors_are_read_by_their_sqlstate(tmp_path):
+    """asyncpg's errors as SQLAlchemy raises them: a cancelled statement (57014, what
+    statement_timeout raises) is an outage, a duplicate key (23505) the statement's own."""
+    from payments_svc.db.engine import open_database
+
+    from ..support import base_env, new_database
+
+    database = new_database("postgresql", tmp_path)
+    db = open_database(load_settings(base_env(database.url), base_dir=tmp_path))
+    try:
+        async with db.engine.connect() as conn:
+            await conn.execute(sa.text("CREATE TEMPORARY TABLE t (k int PRIMARY KEY)"))
+            await conn.execute(sa.text("INSERT INTO t VALUES (1)"))
+            with pytest.raises(sa.exc.DBAPIError) as duplicate:
+                await conn.execute(sa.text("INSERT INTO t VALUES (1)"))
+            await conn.rollback()
+            await conn.execute(sa.text("SET statement_timeout = 10"))
+            with pytest.raises(sa.exc.DBAPIError) as cancelled:
+                await conn.execute(sa.text("SELECT pg_sleep(1)"))
+        assert duplicate.value.orig.sqlstate == "23505" and not database_away(duplicate.value)
+        assert cancelled.value.orig.sqlstate == "57014" and database_away(cancelled.value)
+    finally:
+        await db.close()
+        database.drop()

@@ -26,9 +26,9 @@ from payments_svc.gen import payments_pb2 as pb
 from payments_svc.gen import payments_pb2_grpc
 from payments_svc.providers.sandbox.provider import sign
 
+from ..conftest import ALL_BACKENDS
 from ..support import ServerProcess, base_env, cli, create_key, new_database
 
-BACKENDS = ["sqlite", pytest.param("mysql", marks=pytest.mark.mysql)]
 WEBHOOK_SECRET = "whsec_grpc_api_tests"
 PENDING, PAID, CANCELED = 2, 10, 30
 SANDBOX = 100
@@ -93,7 +93,7 @@ def _stop(server: ServerProcess) -> None:
         assert code == 0, f"server exited with {code} on SIGTERM:\n{server.logs()}"
 
 
-@pytest.fixture(scope="module", params=BACKENDS)
+@pytest.fixture(scope="module", params=ALL_BACKENDS)
 def deployment(request, tmp_path_factory):
     """One server per backend for the whole module (fast); stopped with SIGTERM, exit 0."""
     tmp_path = tmp_path_factory.mktemp(f"grpc-{request.param}")
@@ -505,7 +505,7 @@ def test_grpcurl_works_without_proto_files(deployment):
 # ---- a slow provider: graceful shutdown and concurrent duplicates -------------------
 
 
-@pytest.fixture(scope="module", params=BACKENDS)
+@pytest.fixture(scope="module", params=ALL_BACKENDS)
 def slow_deployment(request, tmp_path_factory):
     """A server whose sandbox provider takes 1.5 s per create."""
     tmp_path = tmp_path_factory.mktemp(f"grpc-slow-{request.param}")

@@ -25,7 +25,7 @@ import pytest
 
 from payments_svc.providers.sandbox.provider import sign
 
-from ..conftest import BACKENDS
+from ..conftest import ALL_BACKENDS
 from ..support import ServerProcess, base_env, cli, create_key, new_database, wait_until
 
 SECRET = "whsec_http_api_tests"
@@ -93,7 +93,7 @@ class Keys:
     gateway: str  # acts for any caller service
 
 
-@pytest.fixture(scope="module", params=BACKENDS)
+@pytest.fixture(scope="module", params=ALL_BACKENDS)
 def database(request, tmp_path_factory):
     """A module-scoped stand-in for conftest's `database`: one per backend, shared by the module."""
     db = new_database(request.param, tmp_path_factory.mktemp(request.param))

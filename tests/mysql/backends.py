@@ -6,7 +6,6 @@ from __future__ import annotations
 import sqlite3
 
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from payments_svc.config import load_settings
 from payments_svc.db.engine import Database, open_database
@@ -15,10 +14,6 @@ from ..support import _mysql_connect, base_env, postgres_admin
 
 
 def open_db(url: str) -> Database:
-    if make_url(url).get_backend_name() == "postgresql":
-        # open_database does not serve PostgreSQL yet (the PostgreSQL data path, issue 16):
-        # a plain asyncpg engine is all the schema needs.
-        return Database(create_async_engine(url))
     return open_database(load_settings(base_env(url)))
 
 

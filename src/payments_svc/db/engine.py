@@ -39,6 +39,18 @@ _TRANSIENT_MYSQL_ERRORS = frozenset({
     3024,  # MySQL max_execution_time exceeded
     4031,  # disconnected by the server for inactivity
 })
+# PostgreSQL SQLSTATEs of the same kind: whole classes, and single codes of other classes.
+_TRANSIENT_POSTGRES_CLASSES = frozenset({
+    "08",  # connection exception
+    "53",  # insufficient resources: too many connections, out of memory or disk
+    "57",  # operator intervention: statement timeout / cancel, server shutting down or starting
+})
+_TRANSIENT_POSTGRES_ERRORS = frozenset({
+    "28P01", "28000",  # authentication failed: credentials rotated under a running service
+    "40001",  # serialization failure; the transaction was rolled back
+    "40P01",  # deadlock; the transaction was rolled back
+    "55P03",  # lock not available (lock_timeout)
+})
 _TRANSIENT_SQLITE_ERRORS = ("database is locked", "unable to open database file", "disk i/o error")
 
 
@@ -47,6 +59,12 @@ def open_database(settings: Settings) -> Database:
     if url.get_backend_name() == "sqlite":
         # A local file does not hang like a server: no deadline, SQLite's busy timeout bounds the waits.
         return Database(_create_sqlite_engine(url), statement_timeout=None)
+    if url.get_backend_name() == "postgresql":
+        # The session in UTC, like MySQL's time_zone below (the columns are naive UTC).
+        connect_args = {"server_settings": {"timezone": "UTC"}, "timeout": settings.db_connect_timeout_seconds}
+    else:
+        connect_args = {"init_command": "SET time_zone = '+00:00'", "autocommit": False,
+                        "connect_timeout": settings.db_connect_timeout_seconds}
     common = dict(
         pool_size=settings.db_pool_size,
         max_overflow=0,
@@ -56,8 +74,7 @@ def open_database(settings: Settings) -> Database:
         # Transactions end in COMMIT or ROLLBACK (Database.transaction) and reads run in
         # autocommit: the pool's own ROLLBACK on every check-in would be a wasted round trip.
         pool_reset_on_return=None,
-        connect_args={"init_command": "SET time_zone = '+00:00'", "autocommit": False,
-                      "connect_timeout": settings.db_connect_timeout_seconds},
+        connect_args=connect_args,
     )
     # Reads get their own pool, in autocommit from the connect on: one round trip a query,
     # no isolation level switched back and forth per checkout.
@@ -230,6 +247,19 @@ class Database:
             await self._read_engine.dispose()
 
 
+@asynccontextmanager
+async def conflict_scope(conn: AsyncConnection) -> AsyncIterator[None]:
+    """Wraps an INSERT whose unique-key conflict the caller handles and then goes on in
+    the same transaction. PostgreSQL aborts the whole transaction on any failed
+    statement: there, a savepoint keeps the rest of it usable. MySQL and SQLite fail
+    only the statement."""
+    if conn.dialect.name != "postgresql":
+        yield
+        return
+    async with conn.begin_nested():
+        yield
+
+
 async def _drop_if_broken(conn: AsyncConnection, exc: Exception) -> None:
     """Never hand a connection the database dropped to the next user. SQLAlchemy does this
     itself for errors of its statements, but not for those of its own set-up on a pooled
@@ -248,6 +278,13 @@ def database_away(exc: BaseException) -> bool:
         if exc.connection_invalidated:
             return True
         exc = exc.orig
+    if type(exc).__name__ == "InvalidCachedStatementError":
+        # PostgreSQL: a migration changed a table under this connection's prepared
+        # statements. SQLAlchemy has dropped them; the retry prepares them afresh.
+        return True
+    sqlstate = getattr(exc, "sqlstate", None)  # PostgreSQL (asyncpg) errors carry their SQLSTATE
+    if isinstance(sqlstate, str):
+        return sqlstate[:2] in _TRANSIENT_POSTGRES_CLASSES or sqlstate in _TRANSIENT_POSTGRES_ERRORS
     kind = type(exc).__name__
     if kind == "InterfaceError":  # the connection is closed or unusable
         return True

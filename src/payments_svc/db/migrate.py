@@ -114,14 +114,19 @@ class Migration:
 async def migrate(db: Database) -> Migration:
     """Brings the schema to this release's head."""
     async with _migration_lock(db) as conn:
-        return await conn.run_sync(_upgrade)
+        migration = await conn.run_sync(_upgrade)
+    if migration.applied:
+        await db.close()  # pooled connections may hold PostgreSQL statement plans of the old tables
+    return migration
 
 
 async def downgrade(db: Database, revision: str) -> tuple[str, ...]:
     """Undoes the revisions after `revision`, newest first; returns them."""
     _check_known(revision)
     async with _migration_lock(db) as conn:
-        return await conn.run_sync(_downgrade, revision)
+        undone = await conn.run_sync(_downgrade, revision)
+    await db.close()  # as after migrate
+    return undone
 
 
 async def schema_state(db: Database) -> SchemaState:

@@ -7,6 +7,7 @@ from datetime import datetime
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from ..db.engine import conflict_scope
 from ..db.tables import payment_callbacks
 from ..domain.enums import CallbackStatus
 
@@ -36,21 +37,22 @@ class CallbackLogRepository:
         """Inserts one row; with a dedup_key, raises DuplicateProviderEvent when that
         event was recorded before (the unique index is the arbiter, not a look-up)."""
         try:
-            await self.conn.execute(
-                payment_callbacks.insert().values(
-                    payment_id=payment_id,
-                    provider=provider[:32],
-                    callback_hash=callback_hash[:128],
-                    provider_event_id=None if provider_event_id is None else provider_event_id[:255],
-                    dedup_key=dedup_key,
-                    signature=signature[:1024],
-                    payload_json=payload,
-                    status=int(status),
-                    error=None if error is None else error[:1024],
-                    created_at=now,
-                    updated_at=now,
+            async with conflict_scope(self.conn):
+                await self.conn.execute(
+                    payment_callbacks.insert().values(
+                        payment_id=payment_id,
+                        provider=provider[:32],
+                        callback_hash=callback_hash[:128],
+                        provider_event_id=None if provider_event_id is None else provider_event_id[:255],
+                        dedup_key=dedup_key,
+                        signature=signature[:1024],
+                        payload_json=payload,
+                        status=int(status),
+                        error=None if error is None else error[:1024],
+                        created_at=now,
+                        updated_at=now,
+                    )
                 )
-            )
         except IntegrityError as exc:
             if dedup_key is None:
                 raise

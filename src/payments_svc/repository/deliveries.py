@@ -88,7 +88,7 @@ class DeliveryRepository:
             .order_by(d.next_attempt_at, d.id)
             .limit(limit)
         )
-        if self.conn.dialect.name == "mysql":
+        if self.conn.dialect.name != "sqlite":
             stmt = stmt.with_for_update(skip_locked=True)
         claimed = [_to_delivery(row) for row in await self.conn.execute(stmt)]
         if claimed:

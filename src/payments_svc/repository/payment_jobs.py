@@ -84,7 +84,7 @@ class PaymentJobRepository:
             .order_by(*order_by)
             .limit(limit)
         )
-        if self.conn.dialect.name == "mysql":
+        if self.conn.dialect.name != "sqlite":
             stmt = stmt.with_for_update(skip_locked=True)
         rows = (await self.conn.execute(stmt)).all()
         if rows:

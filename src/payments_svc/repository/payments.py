@@ -96,7 +96,7 @@ class PaymentRepository:
     async def get(self, payment_id: int, *, for_update: bool = False) -> Payment | None:
         if payment_id > MAX_ROW_ID:
             return None  # a valid uint64 no row can have (and SQLite could not even bind)
-        stmt = _GET_FOR_UPDATE if for_update and self.conn.dialect.name == "mysql" else _GET
+        stmt = _GET_FOR_UPDATE if for_update and self.conn.dialect.name != "sqlite" else _GET
         row = (await self.conn.execute(stmt, {"id": payment_id})).first()
         return _to_payment(row) if row else None
 

@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from ..db.engine import conflict_scope
 from ..db.tables import payments, refunds
 from ..domain.enums import PaymentStatus, ProviderType
 from ..domain.refund import Refund, RefundStatus
@@ -49,7 +50,8 @@ class RefundRepository:
                       provider_refund_id=provider_refund_id, failure_reason=failure_reason, error_code=None,
                       created_at=now, updated_at=now)
         try:
-            result = await self.conn.execute(refunds.insert().values(**values))
+            async with conflict_scope(self.conn):
+                result = await self.conn.execute(refunds.insert().values(**values))
         except IntegrityError as exc:
             raise DuplicateRefundKey() from exc
         values.update(id=result.inserted_primary_key[0], status=status)

@@ -62,8 +62,12 @@ class SigningSecretRepository:
         the whole database) so that creations and rotations of one service queue up.
         Returns whether it has any."""
         s = signing_secrets.c
+        if self.conn.dialect.name == "postgresql":
+            # PostgreSQL has no gap locks: FOR UPDATE on no rows locks nothing, and two
+            # first uses would both insert. A lock on the service's name (until COMMIT) queues them.
+            await self.conn.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtextextended(caller_service, 0))))
         query = sa.select(s.id).where(s.caller_service == caller_service, _signing_at(now))
-        if self.conn.dialect.name == "mysql":
+        if self.conn.dialect.name != "sqlite":
             query = query.with_for_update()
         return (await self.conn.execute(query)).first() is not None
 

@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from ..db.engine import conflict_scope
 from ..db.tables import payments, stellar_cursors, stellar_operations
 from ..domain.enums import ProviderType, StellarOperationStatus
 from ..domain.payment import Payment
@@ -24,16 +25,17 @@ class StellarCursorRepository:
 
     async def get(self, account: str, *, for_update: bool = False) -> str | None:
         stmt = sa.select(stellar_cursors.c.paging_token).where(stellar_cursors.c.account == account)
-        if for_update and self.conn.dialect.name == "mysql":
+        if for_update and self.conn.dialect.name != "sqlite":
             stmt = stmt.with_for_update()
         return (await self.conn.execute(stmt)).scalar()
 
     async def create(self, account: str, paging_token: str, now: datetime) -> bool:
         """False when the account has a cursor already (another process made it first)."""
         try:
-            await self.conn.execute(
-                stellar_cursors.insert().values(account=account, paging_token=paging_token, updated_at=now)
-            )
+            async with conflict_scope(self.conn):
+                await self.conn.execute(
+                    stellar_cursors.insert().values(account=account, paging_token=paging_token, updated_at=now)
+                )
         except IntegrityError:
             return False
         return True
@@ -73,7 +75,7 @@ async def find_stellar_payment(conn: AsyncConnection, memo: str) -> Payment | No
     stmt = sa.select(*PAYMENT_COLUMNS).where(
         payments.c.provider == int(ProviderType.STELLAR), payments.c.provider_payment_id == memo
     )
-    if conn.dialect.name == "mysql":
+    if conn.dialect.name != "sqlite":
         stmt = stmt.with_for_update()
     row = (await conn.execute(stmt)).first()
     return _to_payment(row) if row else None

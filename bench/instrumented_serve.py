@@ -29,12 +29,21 @@ def _shape(text: str) -> str:
 
 
 def _install() -> None:
-    import aiomysql.connection as connection
+    import aiomysql.connection
+    import asyncmy.connection
     from sqlalchemy import event
     from sqlalchemy.pool import Pool
 
-    original = connection.Connection._execute_command
+    # Both drivers send every command through Connection._execute_command(command, sql).
+    for connection in (asyncmy.connection, aiomysql.connection):
+        connection.Connection._execute_command = _counting(connection.Connection._execute_command)
+    event.listen(Pool, "checkout", lambda *a: counts.update(["pool.checkout"]))
+    event.listen(Pool, "checkin", lambda *a: counts.update(["pool.checkin"]))
+    event.listen(Pool, "connect", lambda *a: counts.update(["pool.new_connection"]))
+    event.listen(Pool, "reset", lambda *a: counts.update(["pool.reset_on_return"]))
 
+
+def _counting(original):
     async def counted(self, command, sql):
         text = sql.decode("utf-8", "replace") if isinstance(sql, (bytes, bytearray)) else str(sql)
         if command == 3:  # COM_QUERY
@@ -49,11 +58,7 @@ def _install() -> None:
             counts[f"command.{command}"] += 1
         return await original(self, command, sql)
 
-    connection.Connection._execute_command = counted
-    event.listen(Pool, "checkout", lambda *a: counts.update(["pool.checkout"]))
-    event.listen(Pool, "checkin", lambda *a: counts.update(["pool.checkin"]))
-    event.listen(Pool, "connect", lambda *a: counts.update(["pool.new_connection"]))
-    event.listen(Pool, "reset", lambda *a: counts.update(["pool.reset_on_return"]))
+    return counted
 
 
 def _dump(signum, frame) -> None:

@@ -60,8 +60,8 @@ def group(func: str, comp: str) -> str:
     """A coarse owner for a leaf frame's self time."""
     if comp.startswith("sqlalchemy") or comp.startswith("greenlet"):
         return "SQLAlchemy (incl. its asyncio/greenlet adapter)"
-    if comp.startswith(("aiomysql", "pymysql")):
-        return "MySQL driver (aiomysql, PyMySQL)"
+    if comp.startswith(("asyncmy", "aiomysql", "pymysql")):
+        return "MySQL driver (asyncmy; aiomysql, PyMySQL)"
     if func == "_SelectorSocketTransport.write":
         return "socket send() in asyncio's transport (includes time preempted there)"
     if func == "Handle._run" or comp == "threading.py":

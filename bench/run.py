@@ -758,7 +758,7 @@ def machine_info() -> dict:
         "git_commit": run_text(["git", "-C", str(REPO), "rev-parse", "HEAD"]),
         "git_uncommitted_files_in_src": len([line for line in status.splitlines() if line.strip()]),
         "git_diff_src_sha256": hashlib.sha256(diff).hexdigest()[:16] if diff else None,
-        "packages": {name: _version(name) for name in ("grpcio", "aiohttp", "SQLAlchemy", "aiomysql", "protobuf", "structlog")},
+        "packages": {name: _version(name) for name in ("grpcio", "aiohttp", "SQLAlchemy", "asyncmy", "aiomysql", "uvloop", "protobuf", "structlog")},
         "loadavg_at_start": os.getloadavg(),
     }
 
@@ -887,7 +887,7 @@ def main() -> int:
     database = f"payments_bench_{tag}"
     sql(f"CREATE DATABASE `{database}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
     auth = MYSQL_USER + (f":{MYSQL_PASSWORD}" if MYSQL_PASSWORD else "")
-    env = base_env(f"mysql+aiomysql://{auth}@{MYSQL_HOST}:{MYSQL_PORT}/{database}?charset=utf8mb4", args)
+    env = base_env(f"mysql+asyncmy://{auth}@{MYSQL_HOST}:{MYSQL_PORT}/{database}?charset=utf8mb4", args)
     servers: list[ServerProcess] = []
     try:
         log(f"database {database}: migrate, create an API key")

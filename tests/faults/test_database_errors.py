@@ -47,6 +47,9 @@ def test_a_statement_refused_is_not_an_outage(error):
 def test_timeouts_and_connection_loss_are_outages():
     assert database_away(TimeoutError()) and database_away(sa.exc.TimeoutError("QueuePool limit"))
     assert database_away(ConnectionResetError()) and not database_away(ValueError("x"))
+    # asyncmy on uvloop when the connection is dropped while it is being set up
+    assert database_away(RuntimeError("Transport does not expose socket instance"))
+    assert not database_away(RuntimeError("some bug"))
 
 
 def test_timeout_settings():

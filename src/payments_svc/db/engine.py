@@ -51,6 +51,9 @@ _TRANSIENT_POSTGRES_ERRORS = frozenset({
     "40P01",  # deadlock; the transaction was rolled back
     "55P03",  # lock not available (lock_timeout)
 })
+# asyncmy on uvloop, when the connection is closed under it while it sets the socket's
+# options (the server or the network dropped it at once): raised as is, not as a driver error.
+_ASYNCMY_CLOSED_WHILE_CONNECTING = "Transport does not expose socket instance"
 _TRANSIENT_SQLITE_ERRORS = ("database is locked", "unable to open database file", "disk i/o error")
 
 
@@ -273,6 +276,8 @@ def database_away(exc: BaseException) -> bool:
     connections, a lock timeout), as opposed to a statement it refused. Driver errors are
     read by their PEP 249 class, wrapped by SQLAlchemy or not."""
     if isinstance(exc, TimeoutError | sa.exc.TimeoutError):  # a deadline, or no free pooled connection
+        return True
+    if isinstance(exc, RuntimeError) and str(exc) == _ASYNCMY_CLOSED_WHILE_CONNECTING:
         return True
     if isinstance(exc, sa.exc.DBAPIError):
         if exc.connection_invalidated:

@@ -17,8 +17,8 @@ import click
 from .cli_settings import command_settings, run_command
 from .db import MYSQL_SERVERS
 from .jobs.commands import callbacks, expire, reconcile
-from .resilience.commands import keys_limits
 from .operator_commands import record_operator_action
+from .resilience.commands import keys_limits
 
 if TYPE_CHECKING:
     from .config import Settings

@@ -13,7 +13,7 @@ import grpc
 
 from payments_svc.gen import payments_pb2 as pb
 from payments_svc.gen import payments_pb2_grpc
-from payments_svc.providers.sandbox import sign
+from payments_svc.providers.sandbox.provider import sign
 
 from ..support import ServerProcess, base_env, cli, create_key
 

@@ -8,8 +8,8 @@ import dataclasses
 import pytest
 from aiohttp import web
 
-from payments_svc.service.system_status import _cursor_states
 from payments_svc.providers.stellar.settings import StellarSettings
+from payments_svc.service.system_status import _cursor_states
 
 from ..support import free_port
 

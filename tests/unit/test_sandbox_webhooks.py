@@ -18,8 +18,8 @@ from payments_svc.domain.enums import PaymentMethod, PaymentStatus, PaymentType,
 from payments_svc.domain.errors import CallbackRejectedError
 from payments_svc.domain.payment import Payment
 from payments_svc.domain.refund import Refund, RefundStatus
-from payments_svc.providers import sandbox
-from payments_svc.providers.sandbox import SandboxProvider
+from payments_svc.providers.sandbox import provider as sandbox
+from payments_svc.providers.sandbox.provider import SandboxProvider
 
 SECRET = "whsec_sandbox_tests"
 NOW = 1_700_000_000

@@ -12,7 +12,6 @@ from stellar_sdk import Keypair
 
 from payments_svc.config import ConfigError, load_settings
 from payments_svc.domain.errors import CallbackRejectedError
-from payments_svc.providers.stellar.provider import StellarProvider
 from payments_svc.providers.stellar.feed import HorizonHistory, retry_after, retry_delay
 from payments_svc.providers.stellar.instructions import (
     StellarInstructions,
@@ -21,6 +20,7 @@ from payments_svc.providers.stellar.instructions import (
     payment_memo,
     stroops_to_amount,
 )
+from payments_svc.providers.stellar.provider import StellarProvider
 from payments_svc.providers.stellar.records import MalformedRecord, parse_record
 from payments_svc.providers.stellar.settings import StellarAsset
 from payments_svc.providers.stellar.sync import FeedRefused, HorizonUnavailable

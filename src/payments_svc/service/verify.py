@@ -20,9 +20,9 @@ from ..domain.errors import ErrorKind, PaymentsError, ProviderError, ServiceUnav
 from ..domain.payment import Payment
 from ..jobs.changes import change_to
 from ..providers.base import Verification
+from ..providers.stellar.sync import FeedRefused, HorizonUnavailable, sync_stellar_payments
 from ..repository.payments import PaymentRepository
 from ..repository.verify_claims import VerifyClaimRepository
-from ..providers.stellar.sync import FeedRefused, HorizonUnavailable, sync_stellar_payments
 from . import audit
 from .payments import PaymentService
 

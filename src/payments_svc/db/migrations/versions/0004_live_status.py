@@ -8,7 +8,7 @@ Cost on a live MariaDB: three new, empty tables; three secondary indexes added o
 indexes holding a write lock on the table for their duration (on a large table, plan a
 quiet moment, or apply `db migrate --sql` by hand with CREATE INDEX CONCURRENTLY).
 
-Revision ID: 0004_live_status
+Revision ID: 0004
 Revises: 0003
 """
 
@@ -20,7 +20,7 @@ from sqlalchemy.dialects import mysql
 
 from payments_svc.db.tables import Key
 
-revision = "0004_live_status"
+revision = "0004"
 down_revision = "0003"
 branch_labels = None
 depends_on = None

@@ -1,0 +1,133 @@
+"""In-process CPU cost of the hot data paths, for A/B comparisons of src/ changes.
+
+PaymentService (+ CallbackService for GetPayment) + repository + driver on a fresh
+database, no transport: GetPayment (the payment and its latest delivery), a replay of a
+create (same key), ListPayments (limit 20 of 2,000 rows) and fresh creates (sandbox
+provider answering at once). Each operation runs `--ops` times at `--concurrency` in
+flight on uvloop; the figure is this process' CPU time per operation (best of
+`--repeat` runs). On MariaDB, a separate pass counts round trips per operation by
+wrapping the driver's command method (as bench/instrumented_serve.py does).
+
+    .venv/bin/python bench/hotpath_ab.py [--backend mysql|postgresql|sqlite] [--ops 2000]
+
+The database server's own CPU is not in these figures (`make bench` has it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import itertools
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import uvloop
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from payments_svc.auth.caller import Caller  # noqa: E402
+from payments_svc.config import load_settings  # noqa: E402
+from payments_svc.container import build_container  # noqa: E402
+from payments_svc.db.migrate import migrate  # noqa: E402
+from payments_svc.domain.payment import CreatePaymentCommand, ListPaymentsQuery  # noqa: E402
+from payments_svc.service.callbacks import CallbackService  # noqa: E402
+from tests.support import base_env, new_database  # noqa: E402
+
+SHOP = Caller("shop")
+_ids = itertools.count()
+
+
+def command(request_id: str) -> CreatePaymentCommand:
+    return CreatePaymentCommand(
+        request_id=request_id, caller_service="shop", resource_type="order", resource_id="o-1", customer_ref="",
+        amount_cents=1500, currency="usd", payment_method=1, payment_type=1, provider=0,
+        recurring_interval="", recurring_interval_count=0, status_callback_url="https://shop.example/cb",
+        success_url="", cancel_url="", metadata={"cart": "42"},
+    )
+
+
+def list_query() -> ListPaymentsQuery:
+    return ListPaymentsQuery(limit=20)
+
+
+async def run_ops(op, ops: int, concurrency: int) -> float:
+    """CPU ms per operation over `ops` calls of `op()`, `concurrency` at a time."""
+    queue = iter(range(ops))
+
+    async def worker():
+        for _ in queue:
+            await op()
+
+    start = time.process_time()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return (time.process_time() - start) * 1000 / ops
+
+
+def count_round_trips():
+    """Wraps asyncmy's command method; returns the Counter it fills."""
+    import asyncmy.connection
+
+    counter: collections.Counter = collections.Counter()
+    original = asyncmy.connection.Connection._execute_command
+
+    async def counted(self, command_code, sql):
+        counter["round_trips"] += 1
+        return await original(self, command_code, sql)
+
+    asyncmy.connection.Connection._execute_command = counted
+    return counter
+
+
+async def main(args) -> dict:
+    tmp = Path(tempfile.mkdtemp())
+    database = new_database(args.backend, tmp)
+    try:
+        settings = load_settings(base_env(database.url, MYSQL_MAX_OPEN_CONNS=str(args.concurrency)), base_dir=tmp)
+        container = build_container(settings)
+        await migrate(container.db)
+        service = container.service
+        callbacks = CallbackService(service)
+        first = (await service.create_payment(SHOP, command("fixed"))).payment
+        for i in range(2000):
+            await service.create_payment(SHOP, command(f"fill-{i}"))
+        operations = {
+            "GetPayment": lambda: callbacks.get_payment_with_delivery(SHOP, first.id),
+            "replay": lambda: service.create_payment(SHOP, command("fixed")),
+            "ListPayments (20)": lambda: service.list_payments(SHOP, list_query()),
+            "fresh create": lambda: service.create_payment(SHOP, command(f"new-{next(_ids)}")),
+        }
+        results: dict = {}
+        for name, op in operations.items():
+            await run_ops(op, min(200, args.ops), args.concurrency)  # warm-up
+            runs = [await run_ops(op, args.ops, args.concurrency) for _ in range(args.repeat)]
+            results[name] = {"cpu_ms": round(min(runs), 3), "runs": [round(r, 3) for r in runs]}
+        if args.backend == "mysql":
+            counter = count_round_trips()
+            for name, op in operations.items():
+                counter.clear()
+                for _ in range(50):
+                    await op()
+                results[name]["round_trips"] = counter["round_trips"] / 50
+        await container.close()
+        return results
+    finally:
+        database.drop()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backend", default="mysql", choices=("mysql", "postgresql", "sqlite"))
+    parser.add_argument("--ops", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    out = uvloop.run(main(args))
+    print(json.dumps({"backend": args.backend, **out}, indent=1))
+    for name, r in out.items():
+        if isinstance(r, dict):
+            print(f"{name:20} {r['cpu_ms']:6.3f} ms CPU/op  runs {r['runs']}  round trips {r.get('round_trips', '-')}")

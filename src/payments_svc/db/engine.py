@@ -55,6 +55,13 @@ _TRANSIENT_POSTGRES_ERRORS = frozenset({
 # options (the server or the network dropped it at once): raised as is, not as a driver error.
 _ASYNCMY_CLOSED_WHILE_CONNECTING = "Transport does not expose socket instance"
 _TRANSIENT_SQLITE_ERRORS = ("database is locked", "unable to open database file", "disk i/o error")
+# MySQL client capability flags (the protocol's, the same in every driver). FOUND_ROWS:
+# an UPDATE reports the rows it matched, not only those it changed (SQLAlchemy's default,
+# which passing client_flag replaces). MULTI_STATEMENTS: statements.batch sends a whole
+# transaction as one query; every value in it is escaped by the driver, as in any query.
+_CLIENT_FOUND_ROWS = 1 << 1
+_CLIENT_MULTI_STATEMENTS = 1 << 16
+_SERVER_STATUS_IN_TRANS = 1
 
 
 def open_database(settings: Settings) -> Database:
@@ -67,7 +74,8 @@ def open_database(settings: Settings) -> Database:
         connect_args = {"server_settings": {"timezone": "UTC"}, "timeout": settings.db_connect_timeout_seconds}
     else:
         connect_args = {"init_command": "SET time_zone = '+00:00'", "autocommit": False,
-                        "connect_timeout": settings.db_connect_timeout_seconds}
+                        "connect_timeout": settings.db_connect_timeout_seconds,
+                        "client_flag": _CLIENT_FOUND_ROWS | _CLIENT_MULTI_STATEMENTS}
     common = dict(
         pool_size=settings.db_pool_size,
         max_overflow=0,
@@ -89,6 +97,8 @@ def open_database(settings: Settings) -> Database:
     read_engine.sync_engine.dialect.do_rollback = _nothing
 
     write_engine = create_async_engine(url, **common)
+    if url.get_backend_name() == "mysql":
+        write_engine.sync_engine.dialect.do_commit = _commit_if_open(write_engine.sync_engine.dialect)
     for engine in (write_engine, read_engine):
         engine.sync_engine.dialect.do_close = _close_or_drop
 
@@ -98,6 +108,17 @@ def open_database(settings: Settings) -> Database:
 
 def _nothing(_dbapi_connection) -> None:
     return None
+
+
+def _commit_if_open(dialect):
+    """The MySQL write engine's COMMIT: skipped when the server said the transaction is
+    already over, i.e. a statements.batch sent its COMMIT with the transaction's statements
+    (one round trip less)."""
+    def do_commit(dbapi_connection) -> None:
+        status = dialect.get_driver_connection(dbapi_connection).server_status
+        if status is None or status & _SERVER_STATUS_IN_TRANS:
+            dbapi_connection.commit()
+    return do_commit
 
 
 def _close_or_drop(dbapi_connection) -> None:

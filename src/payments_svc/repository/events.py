@@ -3,67 +3,93 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from ..db import statements as st
 from ..db.tables import payment_events
 from ..domain.enums import PaymentStatus
 from ..domain.payment import PaymentEvent
 
-_INSERT = payment_events.insert()  # built once: only the parameters change per event
+_e = payment_events.c
+# The columns an event row is written with besides payment_id, and their bind parameters.
+EVENT_VALUES = ("event_type", "old_status", "new_status", "provider_event_id", "needs_attention", "message",
+                "payload_json", "created_at")
+
+
+def event_binds(prefix: str = "") -> dict[str, sa.BindParameter]:
+    return {name: sa.bindparam(prefix + name, type_=_e[name].type) for name in EVENT_VALUES}
+
+
+INSERT = st.Statement(payment_events.insert().values(payment_id=sa.bindparam("payment_id"), **event_binds()))
+# The event of a conditional UPDATE in the same batch (statements.batch): on MySQL written
+# only if the UPDATE matched its row.
+INSERT_AFTER_UPDATE = st.Statement(
+    INSERT.clause,
+    mysql=payment_events.insert().from_select(
+        ["payment_id", *EVENT_VALUES],
+        sa.select(sa.bindparam("payment_id", type_=_e.payment_id.type), *event_binds().values())
+        .where(sa.func.row_count() == sa.literal_column("1")),
+    ),
+)
+_LIST = st.Statement(
+    sa.select(_e.id, _e.payment_id, _e.event_type, _e.old_status, _e.new_status, _e.provider_event_id,
+              _e.needs_attention, _e.message, _e.created_at)
+    .where(_e.payment_id == sa.bindparam("payment_id"), _e.id > sa.bindparam("after_id"))
+    .order_by(_e.id)
+    .limit(sa.bindparam("limit"))
+)
+
+
+def event_row(
+    *,
+    payment_id: int | None,
+    event_type: str,
+    old_status: PaymentStatus | None,
+    new_status: PaymentStatus,
+    now: datetime,
+    provider_event_id: str | None = None,
+    needs_attention: bool = False,
+    message: str | None = None,
+    payload: str | None = None,
+) -> dict[str, Any]:
+    """An event's bind parameters (payment_id None: the statement supplies it)."""
+    return dict(
+        payment_id=payment_id,
+        event_type=event_type,
+        old_status=None if old_status is None else int(old_status),
+        new_status=int(new_status),
+        provider_event_id=provider_event_id,
+        needs_attention=needs_attention,
+        message=None if message is None else message[:1024],
+        payload_json=payload,
+        created_at=now,
+    )
 
 
 class EventRepository:
     def __init__(self, conn: AsyncConnection):
         self.conn = conn
 
-    async def add(
-        self,
-        *,
-        payment_id: int,
-        event_type: str,
-        old_status: PaymentStatus | None,
-        new_status: PaymentStatus,
-        now: datetime,
-        provider_event_id: str | None = None,
-        needs_attention: bool = False,
-        message: str | None = None,
-        payload: str | None = None,
-    ) -> None:
-        await self.conn.execute(
-            _INSERT,
-            dict(
-                payment_id=payment_id,
-                event_type=event_type,
-                old_status=None if old_status is None else int(old_status),
-                new_status=int(new_status),
-                provider_event_id=provider_event_id,
-                needs_attention=needs_attention,
-                message=None if message is None else message[:1024],
-                payload_json=payload,
-                created_at=now,
-            )
-        )
+    async def add(self, **event: Any) -> None:
+        """One event row; the arguments are event_row's."""
+        await st.execute(self.conn, INSERT, event_row(**event))
 
     async def list(self, payment_id: int, *, limit: int, after_id: int) -> list[PaymentEvent]:
-        stmt = (
-            sa.select(payment_events)
-            .where(payment_events.c.payment_id == payment_id, payment_events.c.id > after_id)
-            .order_by(payment_events.c.id)
-            .limit(limit)
-        )
+        rows = await st.fetch_all(self.conn, _LIST, {"payment_id": payment_id, "after_id": after_id, "limit": limit})
         return [
             PaymentEvent(
-                id=row.id,
-                payment_id=row.payment_id,
-                event_type=row.event_type,
-                old_status=None if row.old_status is None else PaymentStatus(row.old_status),
-                new_status=PaymentStatus(row.new_status),
-                provider_event_id=row.provider_event_id,
-                needs_attention=bool(row.needs_attention),
-                message=row.message,
-                created_at=row.created_at,
+                id=row[0],
+                payment_id=row[1],
+                event_type=row[2],
+                old_status=None if row[3] is None else PaymentStatus(row[3]),
+                new_status=PaymentStatus(row[4]),
+                provider_event_id=row[5],
+                needs_attention=bool(row[6]),
+                message=row[7],
+                created_at=row[8],
             )
-            for row in await self.conn.execute(stmt)
+            for row in rows
         ]

@@ -10,16 +10,17 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from ..db.tables import callback_deliveries, payments
+from ..db import statements as st
+from ..db.tables import callback_deliveries, payment_events, payments
 from ..domain.enums import PaymentMethod, PaymentStatus, PaymentType, ProviderType
 from ..domain.payment import ListPaymentsQuery, Payment
+from . import events
 from .deliveries import DELIVERY_COLUMNS, CallbackDelivery, _to_delivery
 
 MAX_ROW_ID = 2**63 - 1
-_INSERT = payments.insert()  # built once: only the parameters change per payment
+_p = payments.c
 
 # The columns a Payment is made of, in its fields' order. Reads select only these: the
 # driver parses a column definition per selected column on every query, and the job
@@ -31,39 +32,81 @@ _CONVERSIONS = {"status": PaymentStatus, "payment_method": PaymentMethod, "payme
                 "provider": ProviderType, "metadata": json.loads, "attention_required": bool}
 _CONVERT_AT = tuple((i, _CONVERSIONS[f.name]) for i, f in enumerate(dataclasses.fields(Payment)) if f.name in _CONVERSIONS)
 
-# Statements built once (bound parameters only): no statement construction and no cache
-# key computed per query.
-_GET = sa.select(*PAYMENT_COLUMNS).where(payments.c.id == sa.bindparam("id"))
-_GET_FOR_UPDATE = _GET.with_for_update()
-_FIND_BY_KEY = sa.select(*PAYMENT_COLUMNS).where(
-    payments.c.caller_service == sa.bindparam("caller_service"), payments.c.request_id == sa.bindparam("request_id")
+# Statements compiled once per dialect (db/statements.py), bound parameters only.
+_payment_binds = {c.name: sa.bindparam(c.name, type_=c.type) for c in PAYMENT_COLUMNS if c.name != "id"}
+_INSERT_CLAUSE = payments.insert().values(**_payment_binds)
+_INSERT = st.Statement(_INSERT_CLAUSE.returning(_p.id), mysql=_INSERT_CLAUSE, sqlite=_INSERT_CLAUSE)
+# A create's reserve: the payment and its payment_created event. MySQL: the event takes the
+# payment's id with LAST_INSERT_ID() in the same batch; PostgreSQL: one statement, the
+# event inserted from the payment INSERT's RETURNING (a data-modifying CTE).
+_RESERVE_EVENT_MYSQL = st.Statement(
+    payment_events.insert().values(payment_id=sa.func.last_insert_id(), **events.event_binds())
 )
-# The SET clause comes from the parameters' column names (the bind names of the WHERE clause
-# are not column names).
-_UPDATE_IF_STATUS = payments.update().where(
-    payments.c.id == sa.bindparam("where_id"), payments.c.status == sa.bindparam("where_status")
+_new_payment = _INSERT_CLAUSE.returning(_p.id).cte("new_payment")
+_RESERVE_POSTGRES = st.Statement(
+    payment_events.insert()
+    .from_select(["payment_id", *events.EVENT_VALUES],
+                 sa.select(_new_payment.c.id, *events.event_binds("event_").values()))
+    .returning(payment_events.c.payment_id)
+)
+_select_payment = sa.select(*PAYMENT_COLUMNS)
+_GET_CLAUSE = _select_payment.where(_p.id == sa.bindparam("id"))
+_GET = st.Statement(_GET_CLAUSE)
+_GET_FOR_UPDATE = st.Statement(_GET_CLAUSE.with_for_update(), sqlite=_GET_CLAUSE)  # SQLite: the write lock is the file's
+_FIND_BY_KEY = st.Statement(
+    _select_payment.where(_p.caller_service == sa.bindparam("caller_service"), _p.request_id == sa.bindparam("request_id"))
+)
+_FIND_BY_CALLBACK_HASH = st.Statement(
+    _select_payment.where(_p.provider == sa.bindparam("provider"), _p.provider_callback_hash == sa.bindparam("callback_hash"))
 )
 # GetPayment's payment and its latest callback delivery (if any) in one query.
 _d = callback_deliveries.c
-_GET_WITH_LATEST_DELIVERY = (
+_GET_WITH_LATEST_DELIVERY = st.Statement(
     sa.select(*PAYMENT_COLUMNS, *DELIVERY_COLUMNS)
-    .select_from(payments.outerjoin(callback_deliveries, _d.payment_id == payments.c.id))
-    .where(payments.c.id == sa.bindparam("id"))
+    .select_from(payments.outerjoin(callback_deliveries, _d.payment_id == _p.id))
+    .where(_p.id == sa.bindparam("id"))
     .order_by(_d.id.desc())
     .limit(1)
 )
 
 
+def _claim_lease_statement(seen_lease: bool) -> st.Statement:
+    lease = _p.create_lease_until
+    return st.Statement(
+        payments.update()
+        .where(
+            _p.id == sa.bindparam("where_id"),
+            _p.status == int(PaymentStatus.CREATED),
+            lease == sa.bindparam("seen_lease_until") if seen_lease else lease.is_(None),
+            sa.or_(lease.is_(None), lease <= sa.bindparam("now")),
+        )
+        .values(create_lease_until=sa.bindparam("lease_until"), updated_at=sa.bindparam("now"))
+    )
+
+
+_CLAIM_LEASE = {seen: _claim_lease_statement(seen) for seen in (False, True)}
+
+
 @functools.cache
-def _list_statement(filters: frozenset[str]) -> sa.Select:
-    """ListPayments' statement for one set of filters, built once per set (bound parameters)."""
-    stmt = sa.select(*PAYMENT_COLUMNS)
+def _update_if_status_statement(columns: frozenset[str]) -> st.Statement:
+    """The conditional status UPDATE setting `columns`, built once per set of columns."""
+    return st.Statement(
+        payments.update()
+        .where(_p.id == sa.bindparam("where_id"), _p.status == sa.bindparam("where_status"))
+        .values({name: sa.bindparam(name, type_=_p[name].type) for name in columns})
+    )
+
+
+@functools.cache
+def _list_statement(filters: frozenset[str], callers: int) -> st.Statement:
+    """ListPayments' statement for one set of filters (and number of callers), built once."""
+    stmt = _select_payment
     if "callers" in filters:
-        stmt = stmt.where(payments.c.caller_service.in_(sa.bindparam("callers", expanding=True)))
+        stmt = stmt.where(_p.caller_service.in_([sa.bindparam(f"caller_{i}") for i in range(callers)]))
     for name in ("request_id", "caller_service", "resource_type", "resource_id", "status", "provider"):
         if name in filters:
-            stmt = stmt.where(payments.c[name] == sa.bindparam(name))
-    return stmt.order_by(payments.c.id.desc()).limit(sa.bindparam("limit")).offset(sa.bindparam("offset"))
+            stmt = stmt.where(_p[name] == sa.bindparam(name))
+    return st.Statement(stmt.order_by(_p.id.desc()).limit(sa.bindparam("limit")).offset(sa.bindparam("offset")))
 
 
 class DuplicatePaymentKey(Exception):
@@ -84,80 +127,100 @@ class PaymentRepository:
 
     async def insert(self, values: dict[str, Any]) -> Payment:
         """Inserts a new row (values use Payment field names, metadata as a dict)."""
-        row = dict(values)
-        row["metadata_json"] = json.dumps(row.pop("metadata"), ensure_ascii=False, separators=(",", ":"))
         try:
-            result = await self.conn.execute(_INSERT, row)
-        except IntegrityError as exc:
-            raise DuplicatePaymentKey() from exc
-        payment_id = result.inserted_primary_key[0]
-        return _to_payment_from_values(payment_id, values)
+            payment_id = await st.insert(self.conn, _INSERT, _column_values(values))
+        except Exception as exc:
+            if st.is_integrity_error(exc):
+                raise DuplicatePaymentKey() from exc
+            raise
+        return Payment(id=payment_id, **values)
+
+    async def reserve(self, values: dict[str, Any], event: dict[str, Any]) -> Payment:
+        """A create's first transaction, the whole of it: the new row (as `insert`) and
+        its first event (events.event_row's arguments, without payment_id). On MySQL the
+        transaction's COMMIT goes with them (one round trip): nothing may follow."""
+        row = _column_values(values)
+        event_row = events.event_row(payment_id=None, **event)
+        dialect = self.conn.dialect.name
+        try:
+            if dialect == "mysql":
+                _, payment_id = await st.batch(self.conn, [(_INSERT, row), (_RESERVE_EVENT_MYSQL, event_row)], commit=True)
+            elif dialect == "postgresql":
+                row.update(("event_" + name, event_row[name]) for name in events.EVENT_VALUES)
+                [(payment_id,)] = await st.fetch_all(self.conn, _RESERVE_POSTGRES, row)
+            else:
+                payment_id = await st.insert(self.conn, _INSERT, row)
+                event_row["payment_id"] = payment_id
+                await st.execute(self.conn, events.INSERT, event_row)
+        except Exception as exc:
+            if st.is_integrity_error(exc):
+                raise DuplicatePaymentKey() from exc
+            raise
+        return Payment(id=payment_id, **values)
 
     async def get(self, payment_id: int, *, for_update: bool = False) -> Payment | None:
         if payment_id > MAX_ROW_ID:
             return None  # a valid uint64 no row can have (and SQLite could not even bind)
-        stmt = _GET_FOR_UPDATE if for_update and self.conn.dialect.name != "sqlite" else _GET
-        row = (await self.conn.execute(stmt, {"id": payment_id})).first()
+        row = await st.fetch_one(self.conn, _GET_FOR_UPDATE if for_update else _GET, {"id": payment_id})
         return _to_payment(row) if row else None
 
     async def get_with_latest_delivery(self, payment_id: int) -> tuple[Payment, CallbackDelivery | None] | None:
         """The payment and its latest callback delivery, in one round trip."""
         if payment_id > MAX_ROW_ID:
             return None
-        row = (await self.conn.execute(_GET_WITH_LATEST_DELIVERY, {"id": payment_id})).first()
+        row = await st.fetch_one(self.conn, _GET_WITH_LATEST_DELIVERY, {"id": payment_id})
         if row is None:
             return None
         delivery = row[len(PAYMENT_COLUMNS):]
         return _to_payment(row), _to_delivery(delivery) if delivery[0] is not None else None
 
     async def find_by_key(self, caller_service: str, request_id: str) -> Payment | None:
-        params = {"caller_service": caller_service, "request_id": request_id}
-        row = (await self.conn.execute(_FIND_BY_KEY, params)).first()
+        row = await st.fetch_one(self.conn, _FIND_BY_KEY, {"caller_service": caller_service, "request_id": request_id})
         return _to_payment(row) if row else None
 
     async def find_by_callback_hash(self, provider: ProviderType, callback_hash: str) -> Payment | None:
-        stmt = sa.select(*PAYMENT_COLUMNS).where(
-            payments.c.provider == int(provider), payments.c.provider_callback_hash == callback_hash
-        )
-        row = (await self.conn.execute(stmt)).first()
+        row = await st.fetch_one(self.conn, _FIND_BY_CALLBACK_HASH, {"provider": int(provider), "callback_hash": callback_hash})
         return _to_payment(row) if row else None
 
     async def list(self, query: ListPaymentsQuery, callers: Iterable[str] | None) -> list[Payment]:
         """`callers` limits the result to those caller services; None means any."""
         params: dict[str, Any] = {"limit": query.limit, "offset": query.offset}
+        filters = set()
         if callers is not None:
-            params["callers"] = list(callers)
+            callers = list(callers)
+            filters.add("callers")
+            params.update((f"caller_{i}", caller) for i, caller in enumerate(callers))
         for name in ("request_id", "caller_service", "resource_type", "resource_id"):
             if getattr(query, name):
                 params[name] = getattr(query, name)
+                filters.add(name)
         for name in ("status", "provider"):
             if getattr(query, name) is not None:
                 params[name] = int(getattr(query, name))
-        return [_to_payment(row) for row in await self.conn.execute(_list_statement(frozenset(params)), params)]
+                filters.add(name)
+        stmt = _list_statement(frozenset(filters), len(callers) if callers is not None else 0)
+        return [_to_payment(row) for row in await st.fetch_all(self.conn, stmt, params)]
 
-    async def update_if_status(self, payment_id: int, expected: PaymentStatus, values: dict[str, Any]) -> bool:
+    async def update_if_status(self, payment_id: int, expected: PaymentStatus, values: dict[str, Any], *,
+                               then: Sequence[tuple[st.Statement, dict[str, Any]]] = (), commit: bool = False) -> bool:
         """The conditional UPDATE every status change goes through: it applies only if
-        the row still has the status the caller decided on."""
+        the row still has the status the caller decided on. `then`: the rows that record
+        it (their INSERT_AFTER_UPDATE statements), written only if it applied, in the same
+        round trip on MySQL; `commit`: the transaction ends with them (statements.batch)."""
         params = _column_values(values)
+        stmt = _update_if_status_statement(frozenset(params))
         params.update(where_id=payment_id, where_status=int(expected))
-        return (await self.conn.execute(_UPDATE_IF_STATUS, params)).rowcount == 1
+        if not then and not commit:
+            return await st.execute(self.conn, stmt, params) == 1
+        counts, _ = await st.batch(self.conn, [(stmt, params), *then], commit=commit)
+        return counts[0] == 1
 
     async def claim_create_lease(
         self, payment_id: int, seen_lease_until: datetime | None, now: datetime, lease_until: datetime
     ) -> bool:
         """Takes over an unfinished create whose lease ran out; only one claimer wins."""
-        lease = payments.c.create_lease_until
-        stmt = (
-            payments.update()
-            .where(
-                payments.c.id == payment_id,
-                payments.c.status == int(PaymentStatus.CREATED),
-                lease.is_(None) if seen_lease_until is None else lease == seen_lease_until,
-                sa.or_(lease.is_(None), lease <= now),
-            )
-            .values(create_lease_until=lease_until, updated_at=now)
-        )
-        return (await self.conn.execute(stmt)).rowcount == 1
+        params = {"where_id": payment_id, "seen_lease_until": seen_lease_until, "now": now, "lease_until": lease_until}
+        return await st.execute(self.conn, _CLAIM_LEASE[seen_lease_until is not None], params) == 1
 
 
 def _column_values(values: dict[str, Any]) -> dict[str, Any]:
@@ -170,7 +233,3 @@ def _column_values(values: dict[str, Any]) -> dict[str, Any]:
         else:
             out[key] = value
     return out
-
-
-def _to_payment_from_values(payment_id: int, values: dict[str, Any]) -> Payment:
-    return Payment(id=payment_id, **values)

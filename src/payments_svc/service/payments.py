@@ -113,11 +113,10 @@ class PaymentService:
         values = self._new_payment(cmd, provider, fingerprint, now)
         try:
             async with self.db.transaction() as conn:
-                payment = await PaymentRepository(conn).insert(values)
-                await EventRepository(conn).add(
-                    payment_id=payment.id, event_type="payment_created", old_status=None,
-                    new_status=PaymentStatus.CREATED, now=now, message=routed,
-                )
+                payment = await PaymentRepository(conn).reserve(values, dict(
+                    event_type="payment_created", old_status=None, new_status=PaymentStatus.CREATED, now=now,
+                    message=routed,
+                ))
         except DuplicatePaymentKey:
             async with self.db.read() as conn:
                 existing = await PaymentRepository(conn).find_by_key(cmd.caller_service, cmd.request_id)
@@ -223,7 +222,7 @@ class PaymentService:
         try:
             # The common case in one round of statements: the row is still the CREATED one we hold.
             async with self.db.transaction() as conn:
-                return await apply_status_change(conn, payment, change, utcnow())
+                return await apply_status_change(conn, payment, change, utcnow(), last=True)
         except ConcurrentUpdate:
             pass
 
@@ -379,7 +378,7 @@ class PaymentService:
                 if change is None:
                     return payment
                 try:
-                    return await apply_status_change(conn, payment, change, utcnow())
+                    return await apply_status_change(conn, payment, change, utcnow(), last=True)
                 except ConcurrentUpdate:
                     pass
         raise ServiceUnavailableError("payment is being updated concurrently; retry")

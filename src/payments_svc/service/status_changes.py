@@ -14,6 +14,8 @@ from .. import metrics
 from ..domain.enums import PaymentStatus
 from ..domain.payment import Payment
 from ..domain.transitions import can_transition, is_paid_after_end
+from ..repository import events as event_rows
+from ..repository import outbox
 from ..repository.events import EventRepository
 from ..repository.outbox import OutboxRepository
 from ..repository.payments import PaymentRepository
@@ -38,9 +40,12 @@ class ConcurrentUpdate(Exception):
     """The row's status changed since it was read; re-read and decide again."""
 
 
-async def apply_status_change(conn: AsyncConnection, payment: Payment, change: StatusChange, now: datetime) -> Payment:
+async def apply_status_change(conn: AsyncConnection, payment: Payment, change: StatusChange, now: datetime, *,
+                              last: bool = False) -> Payment:
     """Returns the payment as it is after the change (unchanged when the table forbids
-    the change, which is recorded instead). Raises ConcurrentUpdate."""
+    the change, which is recorded instead). Raises ConcurrentUpdate. `last`: nothing
+    follows in the transaction, which may then end with the change's statements (on
+    MySQL, in the same round trip)."""
     old = payment.status
     new = old if change.new_status is None else change.new_status
     repo, events = PaymentRepository(conn), EventRepository(conn)
@@ -81,11 +86,8 @@ async def apply_status_change(conn: AsyncConnection, payment: Payment, change: S
     values = {"status": new, "updated_at": now, **change.values}
     if change.needs_attention:
         values["attention_required"] = True
-    if not await repo.update_if_status(payment.id, old, values):
-        raise ConcurrentUpdate()
-    # Counted at the UPDATE: a rollback after it (a lost connection) would over-count by one, rarely.
-    metrics.STATUS_TRANSITIONS.labels(old.name, new.name).inc()
-    await events.add(
+    # The UPDATE, its event and its callback, written only if the UPDATE applied.
+    record = [(event_rows.INSERT_AFTER_UPDATE, event_rows.event_row(
         payment_id=payment.id,
         event_type=change.event_type,
         old_status=old,
@@ -95,10 +97,16 @@ async def apply_status_change(conn: AsyncConnection, payment: Payment, change: S
         needs_attention=change.needs_attention,
         message=change.message,
         payload=change.payload,
-    )
-    announce = new.is_terminal if change.announce is None else change.announce
-    if announce:
-        await _announce(conn, payment, new, change, now)
+    ))]
+    if new.is_terminal if change.announce is None else change.announce:
+        record.append((outbox.INSERT_AFTER_UPDATE, outbox.delivery_row(
+            payment_id=payment.id, caller_service=payment.caller_service,
+            event_type=change.callback_type or "payment." + new.name.lower(), payment_status=new, now=now,
+        )))
+    if not await repo.update_if_status(payment.id, old, values, then=record, commit=last):
+        raise ConcurrentUpdate()
+    # Counted at the UPDATE: a rollback after it (a lost connection) would over-count by one, rarely.
+    metrics.STATUS_TRANSITIONS.labels(old.name, new.name).inc()
     return dataclasses.replace(payment, **values)
 
 

@@ -5,12 +5,13 @@ database, no transport: GetPayment (the payment and its latest delivery), a repl
 create (same key), ListPayments (limit 20 of 2,000 rows) and fresh creates (sandbox
 provider answering at once). Each operation runs `--ops` times at `--concurrency` in
 flight on uvloop; the figure is this process' CPU time per operation (best of
-`--repeat` runs). On MariaDB, a separate pass counts round trips per operation by
-wrapping the driver's command method (as bench/instrumented_serve.py does).
+`--repeat` runs), with the database server's CPU per operation over the same run
+(every mariadbd / postgres process on the machine: other work using the database shows
+up there). On MariaDB, a separate pass counts round trips per operation by wrapping the
+driver's command method (as bench/instrumented_serve.py does).
 
     .venv/bin/python bench/hotpath_ab.py [--backend mysql|postgresql|sqlite] [--ops 2000]
 
-The database server's own CPU is not in these figures (`make bench` has it).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import asyncio
 import collections
 import itertools
 import json
+import os
 import sys
 import tempfile
 import time
@@ -55,17 +57,36 @@ def list_query() -> ListPaymentsQuery:
     return ListPaymentsQuery(limit=20)
 
 
-async def run_ops(op, ops: int, concurrency: int) -> float:
-    """CPU ms per operation over `ops` calls of `op()`, `concurrency` at a time."""
+SERVER_PROCESSES = {"mysql": {"mariadbd", "mysqld"}, "postgresql": {"postgres"}, "sqlite": set()}
+
+
+def server_cpu_seconds(backend: str) -> float:
+    """CPU time (user + system) of the database server's processes, from /proc."""
+    total = 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        comm, rest = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:].split()
+        if comm in SERVER_PROCESSES[backend]:
+            total += int(rest[11]) + int(rest[12])  # utime, stime (fields 14, 15)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+async def run_ops(op, ops: int, concurrency: int, backend: str) -> tuple[float, float]:
+    """CPU ms per operation over `ops` calls of `op()`, `concurrency` at a time: this
+    process', the database server's."""
     queue = iter(range(ops))
 
     async def worker():
         for _ in queue:
             await op()
 
-    start = time.process_time()
+    start, server_start = time.process_time(), server_cpu_seconds(backend)
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return (time.process_time() - start) * 1000 / ops
+    return (time.process_time() - start) * 1000 / ops, (server_cpu_seconds(backend) - server_start) * 1000 / ops
 
 
 def count_round_trips():
@@ -103,9 +124,10 @@ async def main(args) -> dict:
         }
         results: dict = {}
         for name, op in operations.items():
-            await run_ops(op, min(200, args.ops), args.concurrency)  # warm-up
-            runs = [await run_ops(op, args.ops, args.concurrency) for _ in range(args.repeat)]
-            results[name] = {"cpu_ms": round(min(runs), 3), "runs": [round(r, 3) for r in runs]}
+            await run_ops(op, min(200, args.ops), args.concurrency, args.backend)  # warm-up
+            runs = [await run_ops(op, args.ops, args.concurrency, args.backend) for _ in range(args.repeat)]
+            results[name] = {"cpu_ms": round(min(r[0] for r in runs), 3), "runs": [round(r[0], 3) for r in runs],
+                             "db_cpu_ms": round(min(r[1] for r in runs), 3)}
         if args.backend == "mysql":
             counter = count_round_trips()
             for name, op in operations.items():
@@ -130,4 +152,5 @@ if __name__ == "__main__":
     print(json.dumps({"backend": args.backend, **out}, indent=1))
     for name, r in out.items():
         if isinstance(r, dict):
-            print(f"{name:20} {r['cpu_ms']:6.3f} ms CPU/op  runs {r['runs']}  round trips {r.get('round_trips', '-')}")
+            print(f"{name:20} {r['cpu_ms']:6.3f} ms CPU/op  runs {r['runs']}  database {r['db_cpu_ms']:6.3f} ms/op  "
+                  f"round trips {r.get('round_trips', '-')}")

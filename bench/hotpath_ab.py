@@ -7,7 +7,7 @@ provider answering at once). Each operation runs `--ops` times at `--concurrency
 flight on uvloop; the figure is this process' CPU time per operation (best of
 `--repeat` runs), with the database server's CPU per operation over the same run
 (every mariadbd / postgres process on the machine: other work using the database shows
-up there). On MariaDB, a separate pass counts round trips per operation by wrapping the
+up there) and the cores anything else used meanwhile (above ~0.3 the run was disturbed). On MariaDB, a separate pass counts round trips per operation by wrapping the
 driver's command method (as bench/instrumented_serve.py does).
 
     .venv/bin/python bench/hotpath_ab.py [--backend mysql|postgresql|sqlite] [--ops 2000]
@@ -75,18 +75,28 @@ def server_cpu_seconds(backend: str) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
-async def run_ops(op, ops: int, concurrency: int, backend: str) -> tuple[float, float]:
+def machine_busy_seconds() -> float:
+    """CPU time every core spent on anything but idling, from /proc/stat."""
+    with open("/proc/stat") as f:
+        cpu = [int(v) for v in f.readline().split()[1:]]
+    return (sum(cpu) - cpu[3] - cpu[4]) / os.sysconf("SC_CLK_TCK")  # minus idle, iowait
+
+
+async def run_ops(op, ops: int, concurrency: int, backend: str) -> tuple[float, float, float]:
     """CPU ms per operation over `ops` calls of `op()`, `concurrency` at a time: this
-    process', the database server's."""
+    process', the database server's; and the cores other work used meanwhile."""
     queue = iter(range(ops))
 
     async def worker():
         for _ in queue:
             await op()
 
-    start, server_start = time.process_time(), server_cpu_seconds(backend)
+    start, server_start, busy_start, wall = (time.process_time(), server_cpu_seconds(backend), machine_busy_seconds(),
+                                             time.monotonic())
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return (time.process_time() - start) * 1000 / ops, (server_cpu_seconds(backend) - server_start) * 1000 / ops
+    own, server = time.process_time() - start, server_cpu_seconds(backend) - server_start
+    other = (machine_busy_seconds() - busy_start - own - server) / (time.monotonic() - wall)
+    return own * 1000 / ops, server * 1000 / ops, other
 
 
 def count_round_trips():
@@ -127,7 +137,8 @@ async def main(args) -> dict:
             await run_ops(op, min(200, args.ops), args.concurrency, args.backend)  # warm-up
             runs = [await run_ops(op, args.ops, args.concurrency, args.backend) for _ in range(args.repeat)]
             results[name] = {"cpu_ms": round(min(r[0] for r in runs), 3), "runs": [round(r[0], 3) for r in runs],
-                             "db_cpu_ms": round(min(r[1] for r in runs), 3)}
+                             "db_cpu_ms": round(min(r[1] for r in runs), 3),
+                             "other_cores": [round(r[2], 2) for r in runs]}
         if args.backend == "mysql":
             counter = count_round_trips()
             for name, op in operations.items():
@@ -153,4 +164,4 @@ if __name__ == "__main__":
     for name, r in out.items():
         if isinstance(r, dict):
             print(f"{name:20} {r['cpu_ms']:6.3f} ms CPU/op  runs {r['runs']}  database {r['db_cpu_ms']:6.3f} ms/op  "
-                  f"round trips {r.get('round_trips', '-')}")
+                  f"round trips {r.get('round_trips', '-')}  other work (cores) {r['other_cores']}")

@@ -32,13 +32,14 @@ import uvloop
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from tests.support import base_env, new_database  # noqa: E402
+
 from payments_svc.auth.caller import Caller  # noqa: E402
 from payments_svc.config import load_settings  # noqa: E402
 from payments_svc.container import build_container  # noqa: E402
 from payments_svc.db.migrate import migrate  # noqa: E402
 from payments_svc.domain.payment import CreatePaymentCommand, ListPaymentsQuery  # noqa: E402
 from payments_svc.service.callbacks import CallbackService  # noqa: E402
-from tests.support import base_env, new_database  # noqa: E402
 
 SHOP = Caller("shop")
 _ids = itertools.count()

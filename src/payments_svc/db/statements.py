@@ -45,7 +45,7 @@ class Compiled:
 
     def args(self, params: dict[str, Any]) -> list[Any]:
         get = params.get
-        args = [get(name, default) for name, default in zip(self.names, self.defaults)]
+        args = [get(name, default) for name, default in zip(self.names, self.defaults, strict=True)]
         for i, process in self.bind_processors:
             if args[i] is not None:
                 args[i] = process(args[i])

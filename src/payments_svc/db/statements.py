@@ -94,16 +94,12 @@ def compile_for(clause: ClauseElement, dialect: Dialect) -> Compiled:
         if process is not None:
             bind_processors.append((i, process))
     result_processors = []
-    for i, column in enumerate(getattr(clause, "selected_columns", None) or _returning(clause)):
+    for i, column in enumerate(clause.exported_columns):  # a SELECT's columns, a DML statement's RETURNING
         process = column.type.dialect_impl(dialect).result_processor(dialect, None)
         if process is not None:
             result_processors.append((i, process))
     return Compiled(compiled.string, names, tuple(values.get(n) for n in names), tuple(bind_processors),
                     tuple(result_processors))
-
-
-def _returning(clause: ClauseElement) -> Sequence[Any]:
-    return getattr(clause, "_returning", ()) or ()
 
 
 def _driver(conn: AsyncConnection):
@@ -182,8 +178,8 @@ async def batch(conn: AsyncConnection, steps: Sequence[tuple[Statement, dict[str
     """Runs statements in order that each go on only if the one before matched exactly
     one row (the caller's conditional UPDATE, then the rows that record it): the
     statements after the first must be written for that (MySQL: their own form that
-    checks `ROW_COUNT() = 1`). Returns each statement's row count (0: did not run) and
-    the first one's new row id (an INSERT; else None).
+    checks `ROW_COUNT() = 1`). Returns each statement's row count (0: did not run) and,
+    on MySQL, the first one's new row id (if it is an INSERT; else None).
 
     MySQL/MariaDB: one round trip for all of them, and with `commit` the transaction's
     COMMIT too: the caller's transaction is over when this returns, so nothing else may

@@ -264,8 +264,9 @@ def test_missing_or_wrong_keys_stop_serve_with_one_line(stack, keys, message):
 
 async def test_account_changes_are_in_the_audit_trail(stack, tmp_path):
     (tmp_path / "sk").write_text("sk_test_audited_" + uuid.uuid4().hex)
-    added = cli(stack.env, "accounts", "add", "--caller", "audited", "--provider", "stripe",
-                "--secret-key-file", str(tmp_path / "sk"), "--api-base", stack.default.url).stdout
+    (tmp_path / "whsec").write_text("whsec_audited_" + uuid.uuid4().hex)
+    added = cli(stack.env, "accounts", "add", "--caller", "audited", "--provider", "stripe", "--secret-key-file",
+                str(tmp_path / "sk"), "--webhook-secret-file", str(tmp_path / "whsec"), "--api-base", stack.default.url).stdout
     account_id = added.split("added provider account ", 1)[1].split(":", 1)[0]
     cli(stack.env, "accounts", "rotate-secret", account_id, "--secret-key-file", str(tmp_path / "sk"))
     cli(stack.env, "accounts", "disable", account_id)
@@ -276,4 +277,4 @@ async def test_account_changes_are_in_the_audit_trail(stack, tmp_path):
         ("provider_account.rotated", "replaced the secret key"),
         ("provider_account.added", "stripe for caller service audited"),
     ]
-    assert all(e["actor_service"] == "cli" and "sk_test" not in json.dumps(e) for e in entries)  # never a secret
+    assert all(e["actor_service"] == "cli" and "_audited_" not in json.dumps(e) for e in entries)  # never a secret

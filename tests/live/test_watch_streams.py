@@ -127,6 +127,7 @@ async def test_watch_payments_streams_a_callers_events_filtered_and_resumable(de
     # Resumed from an event id: the backlog first (only PAID events of shop), then live ones.
     resumed = shop.stream("WatchPayments", pb.WatchPaymentsRequest(after_event_id=update.event.id - 1,
                                                                    has_status=True, status=PAID))
+    assert await resumed.read() == pb.WatchUpdate()  # subscribed, as on every WatchPayments stream
     again = await resumed.read()
     assert (again.event.id, again.payment.id) == (update.event.id, mine.id)
     resumed.cancel()

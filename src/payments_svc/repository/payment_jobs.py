@@ -30,6 +30,11 @@ class PaymentJobRepository:
     def __init__(self, conn: AsyncConnection):
         self.conn = conn
 
+    def _null_first(self, column: sa.ColumnElement) -> sa.ColumnElement:
+        """Ascending with NULL first: MySQL and SQLite sort it so by themselves (MariaDB has
+        no NULLS FIRST); PostgreSQL sorts NULL last unless told."""
+        return column.nulls_first() if self.conn.dialect.name == "postgresql" else column
+
     async def claim_unfinished_creates(
         self, *, provider: ProviderType, now: datetime, limit: int, lease_until: datetime
     ) -> list[ClaimedPayment]:
@@ -43,7 +48,7 @@ class PaymentJobRepository:
                 sa.or_(p.create_lease_until.is_(None), p.create_lease_until <= now),
                 sa.or_(p.reconcile_next_at.is_(None), p.reconcile_next_at <= now),
             ),
-            (p.create_lease_until, p.id),
+            (self._null_first(p.create_lease_until), p.id),
             now=now, limit=limit, lease_until=lease_until,
         )
 
@@ -51,7 +56,7 @@ class PaymentJobRepository:
         self, *, provider: ProviderType, now: datetime, stale_before: datetime, limit: int, lease_until: datetime
     ) -> list[ClaimedPayment]:
         """PENDING and PROCESSING payments unchanged since `stale_before` whose next check
-        is due. Never checked ones (NULL, which MySQL and SQLite both sort first) go first,
+        is due. Never checked ones (NULL) go first,
         then the longest overdue, so payments that never change cannot starve the rest."""
         p = payments.c
         return await self._claim(
@@ -61,7 +66,7 @@ class PaymentJobRepository:
                 p.updated_at <= stale_before,
                 sa.or_(p.reconcile_next_at.is_(None), p.reconcile_next_at <= now),
             ),
-            (p.reconcile_next_at, p.id),
+            (self._null_first(p.reconcile_next_at), p.id),
             now=now, limit=limit, lease_until=lease_until,
         )
 

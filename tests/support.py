@@ -201,7 +201,7 @@ class ServerProcess:
         return self.log_path.read_text() if self.log_path else ""
 
 
-async def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05):
+async def wait_until(predicate, timeout: float = 20.0, interval: float = 0.05):  # room for a loaded CI machine
     deadline = time.monotonic() + timeout
     while True:
         result = await predicate()

@@ -55,7 +55,9 @@ async def test_a_change_committed_by_one_process_reaches_a_watcher_on_the_other_
     while not update.HasField("event"):  # keep-alives may come first
         update = await stream.read()
     arrived = time.monotonic() - settled
-    assert arrived < 1.0, f"the change took {arrived:.2f} s to reach the other process's watcher"
+    # Within a second on a quiet machine (bench/README.md, Live status); the bound leaves room
+    # for a loaded CI machine, and still fails a tail that stopped reading.
+    assert arrived < 3.0, f"the change took {arrived:.2f} s to reach the other process's watcher"
     assert (update.event.new_status, update.payment.status, update.final) == (PAID, PAID, True)
     assert update.event.id > first.after_event_id
     assert await stream.read() == grpc.aio.EOF  # ended after the terminal status

@@ -5,7 +5,6 @@ refused), and the RPC classes."""
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 
@@ -69,10 +68,8 @@ async def test_the_cap_on_open_payments_refuses_new_ones_but_never_a_replay(make
         service = container.service
         first = (await service.create_payment(SHOP, command("open-1"))).payment
         await service.create_payment(SHOP, command("open-2"))
-        started = time.perf_counter()
         with pytest.raises(QuotaExceededError) as refused:
             await service.create_payment(SHOP, command("open-3"))
-        assert time.perf_counter() - started < 1
         assert refused.value.field == "caller_service" and "2 open payments" in refused.value.message
         assert (await service.create_payment(SHOP, command("open-1"))).payment.id == first.id  # a replay
         await service.cancel_payment(SHOP, first.id)

@@ -79,8 +79,10 @@ async def test_the_cap_on_open_payments_refuses_new_ones_but_never_a_replay(make
 
 
 def test_rpc_classes():
-    assert [rpc_class(r) for r in ("CreatePayment", "CancelPayment", "RefundPayment", "ReplayCallback")] == [CREATE] * 4
-    assert [rpc_class(r) for r in ("GetPayment", "ListPayments", "ListPaymentEvents")] == [READ] * 3
+    writes = ("CreatePayment", "CancelPayment", "RefundPayment", "ReplayCallback", "VerifyPayment")
+    assert [rpc_class(r) for r in writes] == [CREATE] * 5  # as their HTTP POSTs
+    reads = ("GetPayment", "ListPayments", "ListPaymentEvents", "WatchPayment", "WatchPayments", "GetPaymentStats")
+    assert [rpc_class(r) for r in reads] == [READ] * 6
     assert rpc_class("Health") is None and rpc_class("HandleProviderCallback") is None
     assert http_class("POST", "/payments") == CREATE and http_class("POST", "/payments/7/refund") == CREATE
     assert http_class("GET", "/payments/7") == READ

@@ -165,7 +165,7 @@ class ServerProcess:
     def grpc_target(self) -> str:
         return f"127.0.0.1:{self.grpc_port}"
 
-    def start(self, *extra_args: str, timeout: float = 20.0) -> ServerProcess:
+    def start(self, *extra_args: str, timeout: float = 60.0) -> ServerProcess:
         env = dict(self.env, HTTP_PORT=str(self.http_port), GRPC_PORT=str(self.grpc_port), HTTP_HOST="127.0.0.1",
                    GRPC_HOST="127.0.0.1", PAYMENTS_PUBLIC_BASE_URL=f"http://127.0.0.1:{self.http_port}")
         self.env = env

@@ -15,13 +15,12 @@ import pytest
 
 from payments_svc.gen import payments_pb2 as pb
 
+from ..conftest import ALL_BACKENDS
 from ..support import new_database
 from .helpers import CANCELED, PAID, PENDING, Api, read_sse, rid, start, stop
 
-BACKENDS = ["sqlite", pytest.param("mysql", marks=pytest.mark.mysql)]
 
-
-@pytest.fixture(scope="module", params=BACKENDS)
+@pytest.fixture(scope="module", params=ALL_BACKENDS)
 def deployment(request, tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp(f"watch-{request.param}")
     database = new_database(request.param, tmp_path)

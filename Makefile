@@ -29,8 +29,10 @@ run: install
 	PAYMENTS_CALLBACK_DISPATCH_INTERVAL_SECONDS=$${PAYMENTS_CALLBACK_DISPATCH_INTERVAL_SECONDS:-2} \
 	  $(BIN)/payments-svc serve --with-workers
 
+# Three test processes, each test file in one of them (its module fixtures set up once):
+# most tests wait on servers and databases, so this halves the wall time on 2 cores.
 test: install browser
-	$(PY) -m pytest -q -ra
+	$(PY) -m pytest -q -ra -n 3 --dist loadfile
 
 # The sandbox checkout's browser tests (tests/checkout) drive Debian's Chromium through its
 # chromedriver: installed here when missing and running as root (about 125 MB to download), else those tests

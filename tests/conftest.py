@@ -25,12 +25,14 @@ BACKENDS = ["sqlite", pytest.param("mysql", marks=pytest.mark.mysql)]
 ALL_BACKENDS = [*BACKENDS, pytest.param("postgresql", marks=pytest.mark.postgresql)]
 
 
-@pytest.fixture(params=BACKENDS)
-def database(request, tmp_path):
-    """A fresh, empty database on each backend (dropped afterwards)."""
+def fresh_database(request, tmp_path):
+    """A fresh, empty database on each backend of the fixture's params (dropped afterwards)."""
     db = new_database(request.param, tmp_path)
     yield db
     db.drop()
+
+
+database = pytest.fixture(params=BACKENDS, name="database")(fresh_database)
 
 
 @pytest.fixture

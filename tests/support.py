@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import itertools
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -122,10 +124,26 @@ def new_database(backend: str, tmp_path: Path) -> TestDatabase:
     return TestDatabase("mysql", f"mysql+asyncmy://{auth}@{MYSQL_HOST}:{MYSQL_PORT}/{name}?charset=utf8mb4", name)
 
 
+# Test servers' ports: below Linux's ephemeral range (32768-60999), where the OS never puts an
+# outgoing connection, in a block of their own per pytest-xdist worker, so that neither a
+# client socket nor a parallel worker takes a port between its choice and the server's bind.
+_PORT_BLOCK = 2000
+_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+_next_port = itertools.cycle(range(20000 + _WORKER * _PORT_BLOCK, 20000 + (_WORKER + 1) * _PORT_BLOCK))
+for _ in range(random.randrange(_PORT_BLOCK)):  # another run's servers may still be closing
+    next(_next_port)
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    for _ in range(_PORT_BLOCK):
+        port = next(_next_port)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in this worker's block")
 
 
 def cli(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -165,7 +183,7 @@ class ServerProcess:
     def grpc_target(self) -> str:
         return f"127.0.0.1:{self.grpc_port}"
 
-    def start(self, *extra_args: str, timeout: float = 20.0) -> ServerProcess:
+    def start(self, *extra_args: str, timeout: float = 60.0) -> ServerProcess:
         env = dict(self.env, HTTP_PORT=str(self.http_port), GRPC_PORT=str(self.grpc_port), HTTP_HOST="127.0.0.1",
                    GRPC_HOST="127.0.0.1", PAYMENTS_PUBLIC_BASE_URL=f"http://127.0.0.1:{self.http_port}")
         self.env = env
@@ -201,7 +219,7 @@ class ServerProcess:
         return self.log_path.read_text() if self.log_path else ""
 
 
-async def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05):
+async def wait_until(predicate, timeout: float = 20.0, interval: float = 0.05):  # room for a loaded CI machine
     deadline = time.monotonic() + timeout
     while True:
         result = await predicate()

@@ -260,3 +260,21 @@ def test_missing_or_wrong_keys_stop_serve_with_one_line(stack, keys, message):
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], result.stderr
+
+
+async def test_account_changes_are_in_the_audit_trail(stack, tmp_path):
+    (tmp_path / "sk").write_text("sk_test_audited_" + uuid.uuid4().hex)
+    (tmp_path / "whsec").write_text("whsec_audited_" + uuid.uuid4().hex)
+    added = cli(stack.env, "accounts", "add", "--caller", "audited", "--provider", "stripe", "--secret-key-file",
+                str(tmp_path / "sk"), "--webhook-secret-file", str(tmp_path / "whsec"), "--api-base", stack.default.url).stdout
+    account_id = added.split("added provider account ", 1)[1].split(":", 1)[0]
+    cli(stack.env, "accounts", "rotate-secret", account_id, "--secret-key-file", str(tmp_path / "sk"))
+    cli(stack.env, "accounts", "disable", account_id)
+    listed = cli(stack.env, "audit", "list", "--target-type", "provider_account", "--target-id", account_id).stdout
+    entries = [json.loads(line) for line in listed.splitlines()]
+    assert [(e["action"], e["detail"]) for e in entries] == [  # newest first
+        ("provider_account.disabled", ""),
+        ("provider_account.rotated", "replaced the secret key"),
+        ("provider_account.added", "stripe for caller service audited"),
+    ]
+    assert all(e["actor_service"] == "cli" and "_audited_" not in json.dumps(e) for e in entries)  # never a secret

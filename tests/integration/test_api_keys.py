@@ -45,11 +45,12 @@ async def test_a_key_is_shown_once_and_only_its_sha256_and_prefix_are_stored(con
 
 
 async def test_two_keys_differ_and_each_finds_its_own_service(container):
-    shop_key, _ = await create(container, "shop")
-    gateway_key, _ = await create(container, "gateway", frozenset({"*"}))
+    shop_key, shop = await create(container, "shop")
+    gateway_key, gateway = await create(container, "gateway", frozenset({"*"}))
     assert shop_key != gateway_key
-    assert await find(container, shop_key) == Caller("shop", frozenset())
-    assert await find(container, gateway_key) == Caller("gateway", frozenset({"*"}))
+    # key_id: the key's row id, what the audit trail records (never the key)
+    assert await find(container, shop_key) == Caller("shop", frozenset(), key_id=str(shop.id))
+    assert await find(container, gateway_key) == Caller("gateway", frozenset({"*"}), key_id=str(gateway.id))
 
 
 async def test_only_the_exact_key_authenticates_not_one_sharing_its_prefix(container):
@@ -67,7 +68,7 @@ async def test_only_the_exact_key_authenticates_not_one_sharing_its_prefix(conta
         with pytest.raises(UnauthenticatedError) as err:
             await container.authenticator.authenticate(wrong)
         assert err.value.message == INVALID_KEY
-    assert await container.authenticator.authenticate(api_key) == Caller("shop", frozenset())
+    assert await container.authenticator.authenticate(api_key) == Caller("shop", frozenset(), key_id=str(record.id))
 
 
 async def test_list_shows_every_key_in_creation_order_with_its_state(container):
@@ -88,11 +89,11 @@ async def test_list_shows_every_key_in_creation_order_with_its_state(container):
 
 async def test_revoking_stops_the_key_once_and_leaves_the_others(container):
     api_key, record = await create(container, "shop")
-    other_key, _ = await create(container, "shop")
+    other_key, other = await create(container, "shop")
     async with container.db.transaction() as conn:
         repo = ApiKeyRepository(conn)
         assert await repo.revoke(record.id) is True
         assert await repo.revoke(record.id) is False  # already revoked: nothing to do
         assert await repo.revoke(record.id + 100) is False  # no such key
     assert await find(container, api_key) is None
-    assert await find(container, other_key) == Caller("shop", frozenset())
+    assert await find(container, other_key) == Caller("shop", frozenset(), key_id=str(other.id))

@@ -570,8 +570,8 @@ async def test_fifty_concurrent_identical_creates_make_one_payment(slow_deployme
         shop = Api(channel, slow_deployment.shop_key)
         request = create_request()
         results = await asyncio.gather(*(shop("CreatePayment", request) for _ in range(50)), return_exceptions=True)
-        successes = [r.payment for r in results if isinstance(r, pb.CreatePaymentResponse)]
-        failures = [r for r in results if not isinstance(r, pb.CreatePaymentResponse)]
+        successes = [r.payment for r in results if isinstance(r, pb.PaymentEnvelopeResponse)]
+        failures = [r for r in results if not isinstance(r, pb.PaymentEnvelopeResponse)]
         assert successes, failures[:3]
         assert {p.id for p in successes} == {successes[0].id}
         assert all(isinstance(f, grpc.aio.AioRpcError) for f in failures), failures[:3]

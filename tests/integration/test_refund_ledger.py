@@ -18,6 +18,7 @@ from .test_payment_service import command
 from .test_refunds import SHOP, paid_payment
 
 NOW = utcnow().replace(microsecond=0)
+FINGERPRINT = "f0" * 32  # a SHA-256 in hex, as the service stores (CHAR(64): PostgreSQL pads shorter values)
 
 
 async def test_every_column_is_kept_and_found_by_either_id(container):
@@ -25,7 +26,7 @@ async def test_every_column_is_kept_and_found_by_either_id(container):
     async with container.db.transaction() as conn:
         repo = RefundRepository(conn)
         ours = await repo.insert(payment_id=payment.id, provider=ProviderType.SANDBOX, amount_cents=300,
-                                 status=RefundStatus.PENDING, now=NOW, request_id="r-1", request_fingerprint="fp",
+                                 status=RefundStatus.PENDING, now=NOW, request_id="r-1", request_fingerprint=FINGERPRINT,
                                  reason="duplicate", provider_refund_id="re_1", failure_reason="not yet")
         theirs = await repo.insert(payment_id=payment.id, provider=ProviderType.SANDBOX, amount_cents=200,
                                    status=RefundStatus.SUCCEEDED, now=NOW, provider_refund_id="re_2")
@@ -38,7 +39,7 @@ async def test_every_column_is_kept_and_found_by_either_id(container):
         assert stored == ours and ours.status.name == "PENDING"  # an enum, as read back
         assert (stored.payment_id, stored.request_id, stored.request_fingerprint, stored.amount_cents, stored.reason,
                 stored.status, stored.provider_refund_id, stored.failure_reason, stored.error_code) == (
-            payment.id, "r-1", "fp", 300, "duplicate", RefundStatus.PENDING, "re_1", "not yet", None)
+            payment.id, "r-1", FINGERPRINT, 300, "duplicate", RefundStatus.PENDING, "re_1", "not yet", None)
         assert stored.created_at == stored.updated_at == NOW
         assert await repo.get(theirs.id + 1) is None
         assert await repo.find_by_request(payment.id, "r-1") == ours

@@ -739,3 +739,31 @@ async def _healthy(health: WatcherHealth) -> bool:
 
 async def _at_least(value: int, floor: int) -> bool:
     return value >= floor
+
+
+async def test_verify_pages_the_account_feed_for_the_payments_memo(make_container, chain):
+    from payments_svc.domain.errors import ServiceUnavailableError
+    from payments_svc.service.verify import VerifyService
+
+    container = await make_container(**chain.env(PAYMENTS_VERIFY_MIN_INTERVAL_SECONDS="0.01"))
+    try:
+        payment = await create(container)
+        nothing = await VerifyService(container.service).verify(SHOP, payment.id)
+        assert (nothing.changed, nothing.payment.status) == (False, PaymentStatus.PENDING)
+        assert nothing.provider_status.startswith("read from the account feed: ")  # the account's own opening
+
+        await chain.pay(payment, "15")
+        paid = await VerifyService(container.service).verify(SHOP, payment.id)
+        assert (paid.changed, paid.old_status, paid.payment.status) == (True, PaymentStatus.PENDING, PaymentStatus.PAID)
+        assert paid.provider_status == "read from the account feed: 1 new record(s) applied"  # the payment only
+        [op] = await operations(container)
+        assert (op.status, op.payment_id) == (CREDITED, payment.id)
+    finally:
+        await container.close()
+
+    gone = await make_container(**chain.env(STELLAR_HORIZON_URL="http://127.0.0.1:9", PAYMENTS_VERIFY_MIN_INTERVAL_SECONDS="0.01"))
+    try:
+        with pytest.raises(ServiceUnavailableError, match="Horizon unavailable .*; retry the verification"):
+            await VerifyService(gone.service).verify(SHOP, payment.id)
+    finally:
+        await gone.close()

@@ -15,15 +15,15 @@ import pytest
 from payments_svc.api.http.openapi import build_openapi
 from payments_svc.gen import payments_pb2 as pb
 
+from ..conftest import ALL_BACKENDS
 from ..support import cli, free_port, new_database
 from ..unit.test_openapi import schema_validator
 from .helpers import PAID, PENDING, Api, rid, start, stop
 
-BACKENDS = ["sqlite", pytest.param("mysql", marks=pytest.mark.mysql)]
 FAILED_DELIVERY, REQUEUED = 20, 30
 
 
-@pytest.fixture(scope="module", params=BACKENDS)
+@pytest.fixture(scope="module", params=ALL_BACKENDS)
 def deployment(request, tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp(f"ops-{request.param}")
     database = new_database(request.param, tmp_path)

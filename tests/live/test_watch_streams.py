@@ -15,13 +15,12 @@ import pytest
 
 from payments_svc.gen import payments_pb2 as pb
 
+from ..conftest import ALL_BACKENDS
 from ..support import new_database
 from .helpers import CANCELED, PAID, PENDING, Api, read_sse, rid, start, stop
 
-BACKENDS = ["sqlite", pytest.param("mysql", marks=pytest.mark.mysql)]
 
-
-@pytest.fixture(scope="module", params=BACKENDS)
+@pytest.fixture(scope="module", params=ALL_BACKENDS)
 def deployment(request, tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp(f"watch-{request.param}")
     database = new_database(request.param, tmp_path)
@@ -55,7 +54,9 @@ async def test_a_change_committed_by_one_process_reaches_a_watcher_on_the_other_
     while not update.HasField("event"):  # keep-alives may come first
         update = await stream.read()
     arrived = time.monotonic() - settled
-    assert arrived < 1.0, f"the change took {arrived:.2f} s to reach the other process's watcher"
+    # Within a second on a quiet machine (bench/README.md, Live status); the bound leaves room
+    # for a loaded CI machine, and still fails a tail that stopped reading.
+    assert arrived < 3.0, f"the change took {arrived:.2f} s to reach the other process's watcher"
     assert (update.event.new_status, update.payment.status, update.final) == (PAID, PAID, True)
     assert update.event.id > first.after_event_id
     assert await stream.read() == grpc.aio.EOF  # ended after the terminal status
@@ -127,6 +128,7 @@ async def test_watch_payments_streams_a_callers_events_filtered_and_resumable(de
     # Resumed from an event id: the backlog first (only PAID events of shop), then live ones.
     resumed = shop.stream("WatchPayments", pb.WatchPaymentsRequest(after_event_id=update.event.id - 1,
                                                                    has_status=True, status=PAID))
+    assert await resumed.read() == pb.WatchUpdate()  # subscribed, as on every WatchPayments stream
     again = await resumed.read()
     assert (again.event.id, again.payment.id) == (update.event.id, mine.id)
     resumed.cancel()

@@ -11,7 +11,7 @@ import pytest
 from payments_svc.resilience.store import LocalStore, RedisStore
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-KEY_PREFIX = "payments-svc-test:"
+KEY_PREFIX = f"payments-svc-test-{uuid.uuid4().hex[:8]}:"  # per test process: parallel runs share one Redis
 
 
 async def redis_problem() -> str | None:

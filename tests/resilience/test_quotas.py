@@ -5,7 +5,6 @@ refused), and the RPC classes."""
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 
@@ -69,10 +68,8 @@ async def test_the_cap_on_open_payments_refuses_new_ones_but_never_a_replay(make
         service = container.service
         first = (await service.create_payment(SHOP, command("open-1"))).payment
         await service.create_payment(SHOP, command("open-2"))
-        started = time.perf_counter()
         with pytest.raises(QuotaExceededError) as refused:
             await service.create_payment(SHOP, command("open-3"))
-        assert time.perf_counter() - started < 1
         assert refused.value.field == "caller_service" and "2 open payments" in refused.value.message
         assert (await service.create_payment(SHOP, command("open-1"))).payment.id == first.id  # a replay
         await service.cancel_payment(SHOP, first.id)
@@ -82,8 +79,10 @@ async def test_the_cap_on_open_payments_refuses_new_ones_but_never_a_replay(make
 
 
 def test_rpc_classes():
-    assert [rpc_class(r) for r in ("CreatePayment", "CancelPayment", "RefundPayment", "ReplayCallback")] == [CREATE] * 4
-    assert [rpc_class(r) for r in ("GetPayment", "ListPayments", "ListPaymentEvents")] == [READ] * 3
+    writes = ("CreatePayment", "CancelPayment", "RefundPayment", "ReplayCallback", "VerifyPayment")
+    assert [rpc_class(r) for r in writes] == [CREATE] * 5  # as their HTTP POSTs
+    reads = ("GetPayment", "ListPayments", "ListPaymentEvents", "WatchPayment", "WatchPayments", "GetPaymentStats")
+    assert [rpc_class(r) for r in reads] == [READ] * 6
     assert rpc_class("Health") is None and rpc_class("HandleProviderCallback") is None
     assert http_class("POST", "/payments") == CREATE and http_class("POST", "/payments/7/refund") == CREATE
     assert http_class("GET", "/payments/7") == READ

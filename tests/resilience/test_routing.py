@@ -100,7 +100,7 @@ async def test_the_first_matching_rule_decides_and_is_recorded(routed):
     result = await container.service.create_payment(SHOP, command("r-1"))
     created = result.payment
     assert created.provider == ProviderType.SANDBOX and created.status == PaymentStatus.PENDING
-    assert result.routing_rule == "shop-cards"  # returned (CreatePaymentResponse.routing_rule)
+    assert result.routing_rule == "shop-cards"  # returned (PaymentEnvelopeResponse.routing_rule)
     timeline = await events(container, created.id)
     assert timeline[0].event_type == "payment_created" and timeline[0].message == "routed to sandbox by rule shop-cards"
     # A create naming its provider is not routed.

@@ -4,6 +4,8 @@ or refusing our own APP_API_KEY), and how long the verdict on our own key is tru
 
 from __future__ import annotations
 
+import hashlib
+
 import grpc
 import pytest
 from structlog.testing import capture_logs
@@ -46,9 +48,14 @@ def clock(monkeypatch):
     return now
 
 
+def key_id(key: str) -> str:
+    """The audit trail's name for an Auth-validated key: a digest prefix, never the key."""
+    return "sha256:" + hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
 async def test_the_answer_names_the_caller_and_its_grants_for_this_service_only(auth, fake):
-    assert await auth.authenticate("k-shop") == Caller("shop", frozenset())
-    assert await auth.authenticate("k-gateway") == Caller("gateway", frozenset({"billing", "*"}))
+    assert await auth.authenticate("k-shop") == Caller("shop", frozenset(), key_id=key_id("k-shop"))
+    assert await auth.authenticate("k-gateway") == Caller("gateway", frozenset({"billing", "*"}), key_id=key_id("k-gateway"))
     assert fake.calls[0] == ("k-shop", (APP_KEY,))  # we identify ourselves with APP_API_KEY
 
 
@@ -109,7 +116,7 @@ async def test_auth_refusing_our_own_key_is_unavailable_and_logged_with_the_fix(
     fake.app_keys = {APP_KEY}  # fixed at Auth
     clock[0] += 0.1
     with capture_logs() as logs:
-        assert await auth.authenticate("k-shop") == Caller("shop", frozenset())
+        assert await auth.authenticate("k-shop") == Caller("shop", frozenset(), key_id=key_id("k-shop"))
         with pytest.raises(UnauthenticatedError):
             await auth.authenticate("k-unknown")
     assert [e["event"] for e in logs] == ["auth_accepts_app_api_key_again"]

@@ -26,16 +26,22 @@ def _read_secret(path: str | None, option: str) -> str | None:
     return text.strip()
 
 
-def _run(action, settings=None):
-    """Runs `action(store)` on the migrated database; a credentials or keys problem is one line."""
+def _run(action, settings=None, audit=None):
+    """Runs `action(store)` on the migrated database; a credentials or keys problem is one line.
+    `audit(result)`: the audit entry (action, target type, target id, detail) of a change, or None."""
     settings = settings or command_settings()
     from ..cli import _with_database
+    from ..operator_commands import record_operator_action
     from .credentials import CredentialsError
     from .encryption import UndecryptableError
     from .store import AccountKeysMissing, AccountStore
 
     async def with_store(database):
-        return await action(AccountStore(database, settings.encryption_keys))
+        result = await action(AccountStore(database, settings.encryption_keys))
+        entry = audit(result) if audit is not None else None
+        if entry is not None:
+            await record_operator_action(database, *entry)
+        return result
 
     try:
         return run_command(settings, _with_database(settings, with_store))
@@ -85,7 +91,12 @@ def accounts_add(caller_service: str, provider: str, secret_key_file: str, webho
         options = account_settings(provider_type, api_base=api_base, tmn_code=tmn_code, payment_url=payment_url)
         return await store.add(caller_service, provider_type, options, secret_key, split_secrets(webhook or ""))
 
-    account_id, replaced = _run(action, settings)
+    def audit(result):
+        added, replaced = result
+        return ("provider_account.added", "provider_account", added, f"{provider} for caller service {caller_service}"
+                + (f"; replaces account {replaced} for new payments" if replaced is not None else ""))
+
+    account_id, replaced = _run(action, settings, audit)
     click.echo(f"added provider account {account_id}: {provider} for caller service {caller_service}")
     if replaced is not None:
         click.echo(f"it replaces account {replaced} for the caller's new payments; account {replaced} keeps serving "
@@ -118,7 +129,8 @@ def accounts_disable(account_id: int) -> None:
     async def action(store):
         return await store.disable(account_id)
 
-    if not _run(action):
+    if not _run(action, audit=lambda disabled: ("provider_account.disabled", "provider_account", account_id, "")
+                if disabled else None):
         raise click.ClickException(f"no enabled provider account with id {account_id}")
     click.echo(f"disabled provider account {account_id}")
 
@@ -141,8 +153,9 @@ def accounts_rotate_secret(account_id: int, secret_key_file: str | None, webhook
     async def action(store):
         return await store.rotate(account_id, secret_key, split_secrets(webhook) if webhook is not None else None)
 
-    row = _run(action)
     changed = " and ".join(n for n, v in (("secret key", secret_key), ("webhook secrets", webhook)) if v is not None)
+    row = _run(action, audit=lambda rotated: ("provider_account.rotated", "provider_account", rotated.id,
+                                              f"replaced the {changed}"))
     click.echo(f"replaced the {changed} of provider account {row.id} ({row.provider.code}, {row.caller_service})")
 
 
@@ -154,5 +167,9 @@ def accounts_reencrypt() -> None:
     async def action(store):
         return await store.reencrypt(), store.keys("").current
 
-    (moved, kept), current = _run(action)
+    def audit(result):
+        (moved, _), current = result
+        return ("provider_accounts.reencrypted", "provider_account", "*", f"{moved} re-encrypted with key {current}")
+
+    (moved, kept), current = _run(action, audit=audit)
     click.echo(f"re-encrypted {moved} provider account(s) with key {current}; {kept} already were")

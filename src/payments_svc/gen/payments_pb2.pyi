@@ -294,12 +294,6 @@ class HandleProviderCallbackRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., provider: _Optional[str] = ..., callback_hash: _Optional[str] = ..., signature: _Optional[str] = ..., payload: _Optional[str] = ...) -> None: ...
 
 class PaymentEnvelopeResponse(_message.Message):
-    __slots__ = ("payment",)
-    PAYMENT_FIELD_NUMBER: _ClassVar[int]
-    payment: Payment
-    def __init__(self, payment: _Optional[_Union[Payment, _Mapping]] = ...) -> None: ...
-
-class CreatePaymentResponse(_message.Message):
     __slots__ = ("payment", "routing_rule")
     PAYMENT_FIELD_NUMBER: _ClassVar[int]
     ROUTING_RULE_FIELD_NUMBER: _ClassVar[int]

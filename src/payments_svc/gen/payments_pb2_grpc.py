@@ -42,7 +42,7 @@ class PaymentsServiceStub:
         self.CreatePayment = channel.unary_unary(
                 '/payments.PaymentsService/CreatePayment',
                 request_serializer=payments__pb2.CreatePaymentRequest.SerializeToString,
-                response_deserializer=payments__pb2.CreatePaymentResponse.FromString,
+                response_deserializer=payments__pb2.PaymentEnvelopeResponse.FromString,
                 _registered_method=True)
         self.GetPayment = channel.unary_unary(
                 '/payments.PaymentsService/GetPayment',
@@ -235,7 +235,7 @@ def add_PaymentsServiceServicer_to_server(servicer, server):
             'CreatePayment': grpc.unary_unary_rpc_method_handler(
                     servicer.CreatePayment,
                     request_deserializer=payments__pb2.CreatePaymentRequest.FromString,
-                    response_serializer=payments__pb2.CreatePaymentResponse.SerializeToString,
+                    response_serializer=payments__pb2.PaymentEnvelopeResponse.SerializeToString,
             ),
             'GetPayment': grpc.unary_unary_rpc_method_handler(
                     servicer.GetPayment,
@@ -361,7 +361,7 @@ class PaymentsService:
             target,
             '/payments.PaymentsService/CreatePayment',
             payments__pb2.CreatePaymentRequest.SerializeToString,
-            payments__pb2.CreatePaymentResponse.FromString,
+            payments__pb2.PaymentEnvelopeResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -9,7 +9,7 @@ import structlog
 from sqlalchemy.exc import IntegrityError
 
 from ..clock import utcnow
-from ..db.engine import Database
+from ..db.engine import Database, conflict_scope
 from ..db.tables import worker_heartbeats
 
 log = structlog.get_logger("payments.jobs")
@@ -26,7 +26,7 @@ async def beat(db: Database, worker: str, *, claimed: int) -> None:
             updated = await conn.execute(worker_heartbeats.update().where(h.worker == worker).values(**values))
             if updated.rowcount == 0:
                 try:
-                    async with conn.begin_nested():  # a concurrent first beat of the same worker wins
+                    async with conflict_scope(conn):  # a concurrent first beat of the same worker wins
                         await conn.execute(worker_heartbeats.insert().values(worker=worker, **values))
                 except IntegrityError:
                     pass

@@ -11,6 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..clock import utcnow
+from ..db.engine import conflict_scope
 from ..db.tables import caller_limits, payments
 from ..domain.enums import PaymentStatus
 
@@ -41,7 +42,7 @@ class CallerLimitsRepository:
         if (await self.conn.execute(caller_limits.update().where(where).values(**row))).rowcount:
             return
         try:
-            async with self.conn.begin_nested():
+            async with conflict_scope(self.conn):
                 await self.conn.execute(caller_limits.insert().values(service_name=service_name, **row))
         except IntegrityError:  # another `keys limits` inserted it first: ours is the later word
             await self.conn.execute(caller_limits.update().where(where).values(**row))

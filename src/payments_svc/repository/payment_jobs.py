@@ -38,17 +38,21 @@ def _constants(statuses) -> list:
     return [sa.literal_column(str(int(s))) for s in statuses]
 
 
-def _claim_statement(condition, order_by) -> st.Statement:
-    """Up to `limit` unleased payments matching `condition` for one provider; rows another
-    job run is claiming right now are skipped (SKIP LOCKED), SQLite's write lock
-    serialises claimers instead."""
-    stmt = (
-        sa.select(*PAYMENT_COLUMNS, _p.reconcile_attempts)
-        .where(condition, _p.provider == sa.bindparam("provider"), _due_for_job)
-        .order_by(*order_by)
-        .limit(sa.bindparam("limit"))
-    )
-    return st.Statement(stmt.with_for_update(skip_locked=True), sqlite=stmt)
+def _claim_statement(condition, first_by: sa.ColumnElement) -> st.Statement:
+    """Up to `limit` unleased payments matching `condition` for one provider, by `first_by`
+    (NULL first) then id; rows another job run is claiming right now are skipped (SKIP
+    LOCKED), SQLite's write lock serialises claimers instead. MySQL and SQLite sort NULL
+    first by themselves (MariaDB has no NULLS FIRST); PostgreSQL is told."""
+    def select(order: sa.ColumnElement) -> sa.Select:
+        return (
+            sa.select(*PAYMENT_COLUMNS, _p.reconcile_attempts)
+            .where(condition, _p.provider == sa.bindparam("provider"), _due_for_job)
+            .order_by(order, _p.id)
+            .limit(sa.bindparam("limit"))
+        )
+    stmt = select(first_by)
+    return st.Statement(stmt.with_for_update(skip_locked=True), sqlite=stmt,
+                        postgresql=select(first_by.nulls_first()).with_for_update(skip_locked=True))
 
 
 # CREATED payments whose create lease ran out (their creator crashed or gave up) and
@@ -59,23 +63,23 @@ _CLAIM_UNFINISHED_CREATES = _claim_statement(
         sa.or_(_p.create_lease_until.is_(None), _p.create_lease_until <= _now),
         sa.or_(_p.reconcile_next_at.is_(None), _p.reconcile_next_at <= _now),
     ),
-    (_p.create_lease_until, _p.id),
+    _p.create_lease_until,
 )
 # PENDING and PROCESSING payments unchanged since `stale_before` whose next check is due.
-# Never checked ones (NULL, which MySQL and SQLite both sort first) go first, then the
-# longest overdue, so payments that never change cannot starve the rest.
+# Never checked ones (NULL) go first, then the longest overdue, so payments that never
+# change cannot starve the rest.
 _CLAIM_FOR_RECONCILE = _claim_statement(
     sa.and_(
         _p.status.in_(_constants(STARTED_STATUSES)),
         _p.updated_at <= sa.bindparam("stale_before", type_=_p.updated_at.type),
         sa.or_(_p.reconcile_next_at.is_(None), _p.reconcile_next_at <= _now),
     ),
-    (_p.reconcile_next_at, _p.id),
+    _p.reconcile_next_at,
 )
 _CLAIM_FOR_EXPIRY = _claim_statement(
     sa.and_(_p.status.in_(_constants(OPEN_STATUSES)),
             _p.created_at <= sa.bindparam("created_before", type_=_p.created_at.type)),
-    (_p.created_at, _p.id),
+    _p.created_at,
 )
 _SCHEDULE_NEXT_RECONCILE = st.Statement(
     payments.update()
@@ -103,6 +107,11 @@ def _lease_statement(count: int) -> st.Statement:
 class PaymentJobRepository:
     def __init__(self, conn: AsyncConnection):
         self.conn = conn
+
+    def _null_first(self, column: sa.ColumnElement) -> sa.ColumnElement:
+        """Ascending with NULL first: MySQL and SQLite sort it so by themselves (MariaDB has
+        no NULLS FIRST); PostgreSQL sorts NULL last unless told."""
+        return column.nulls_first() if self.conn.dialect.name == "postgresql" else column
 
     async def claim_unfinished_creates(
         self, *, provider: ProviderType, now: datetime, limit: int, lease_until: datetime

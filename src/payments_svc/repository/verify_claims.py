@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from ..db.engine import conflict_scope
 from ..db.tables import verify_claims
 
 v = verify_claims.c
@@ -21,7 +22,8 @@ class VerifyClaimRepository:
     async def insert(self, payment_id: int, now: datetime) -> bool:
         """The payment's first verification; False when it has a row already."""
         try:
-            await self.conn.execute(verify_claims.insert().values(payment_id=payment_id, verified_at=now))
+            async with conflict_scope(self.conn):
+                await self.conn.execute(verify_claims.insert().values(payment_id=payment_id, verified_at=now))
         except IntegrityError:
             return False
         return True

@@ -25,7 +25,8 @@ from .store import LocalStore, RedisStore, retry_after
 log = structlog.get_logger("payments.resilience")
 
 CREATE, READ = "create", "read"
-CREATE_RPCS = frozenset({"CreatePayment", "CancelPayment", "RefundPayment", "ReplayCallback"})
+# The create class: what writes or reaches a provider (HTTP: every POST, the same operations).
+CREATE_RPCS = frozenset({"CreatePayment", "CancelPayment", "RefundPayment", "ReplayCallback", "VerifyPayment"})
 # Never limited: the health check, and provider webhooks a gateway forwards (a refused one
 # would only come again, and the payment's outcome with it would be late).
 UNLIMITED_RPCS = frozenset({"Health", "HandleProviderCallback"})

@@ -82,7 +82,7 @@ class VerifyService:
 
     async def _ask(self, payment: Payment) -> Verification:
         settings = self.service.settings
-        provider = self.service.providers.get(payment.provider)
+        provider = await self.service.providers.for_payment(payment)  # the account it was created with
         try:
             async with asyncio.timeout(settings.provider_timeout_seconds):
                 verification = await provider.verify(payment)

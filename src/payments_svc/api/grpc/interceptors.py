@@ -70,6 +70,17 @@ async def _abort(context: grpc.aio.ServicerContext, error: PaymentsError) -> Non
     await context.abort(status.code, status.details, status.trailing_metadata)
 
 
+async def _echoed_request_id(context: grpc.aio.ServicerContext, metadata, invalid_counter) -> str:
+    """The call's x-request-id, sent back at once; aborts (and counts) a call without a usable one."""
+    request_id = _first(metadata, "x-request-id")
+    if not request_id or not _is_metadata_text(request_id):
+        invalid_counter.inc()
+        await _abort(context, ValidationError("x-request-id header is required" if not request_id else
+                                              "x-request-id header must be printable ASCII", field="x-request-id"))
+    await context.send_initial_metadata((("x-request-id", request_id),))
+    return request_id
+
+
 class PaymentsInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, authenticator: Authenticator, quotas: Quotas | None = None):
         self._authenticator = authenticator
@@ -101,34 +112,33 @@ class PaymentsInterceptor(grpc.aio.ServerInterceptor):
             self._wrapped[method] = wrapped
         return wrapped
 
+    async def _admit(self, metadata, quota_class: str | None) -> None:
+        """Authenticates the call's key (the caller is then current) and takes its quota."""
+        api_key = _first(metadata, "x-api-key")
+        if not api_key:
+            raise UnauthenticatedError("missing x-api-key metadata")
+        if not _is_metadata_text(api_key):  # no key we issue looks like that
+            raise UnauthenticatedError(INVALID_KEY)
+        caller = await self._authenticator.authenticate(api_key)
+        current_caller.set(caller)
+        structlog.contextvars.bind_contextvars(caller=caller.service_name)
+        if self._quotas is not None:
+            await self._quotas.admit(caller.service_name, quota_class)
+
     def _wrap(self, rpc: str, behavior, deserialize: Callable[[bytes], Message]):
-        authenticator, quotas, quota_class = self._authenticator, self._quotas, rpc_class(rpc)
+        admit, quota_class = self._admit, rpc_class(rpc)
         # This RPC's metric children, found by their label values once, not on every call.
         requests = functools.cache(lambda code: metrics.GRPC_REQUESTS.labels(rpc, code.name))
         latency = functools.cache(lambda: metrics.GRPC_LATENCY.labels(rpc))
 
         async def call(raw: bytes, context: grpc.aio.ServicerContext):
             metadata = context.invocation_metadata()
-            request_id = _first(metadata, "x-request-id")
-            if not request_id or not _is_metadata_text(request_id):
-                requests(grpc.StatusCode.INVALID_ARGUMENT).inc()
-                await _abort(context, ValidationError("x-request-id header is required" if not request_id else
-                                                      "x-request-id header must be printable ASCII", field="x-request-id"))
-            await context.send_initial_metadata((("x-request-id", request_id),))
+            request_id = await _echoed_request_id(context, metadata, requests(grpc.StatusCode.INVALID_ARGUMENT))
             started = time.perf_counter()
             with structlog.contextvars.bound_contextvars(request_id=request_id, rpc=rpc):
                 code, error = grpc.StatusCode.OK, None
                 try:
-                    api_key = _first(metadata, "x-api-key")
-                    if not api_key:
-                        raise UnauthenticatedError("missing x-api-key metadata")
-                    if not _is_metadata_text(api_key):  # no key we issue looks like that
-                        raise UnauthenticatedError(INVALID_KEY)
-                    caller = await authenticator.authenticate(api_key)
-                    current_caller.set(caller)
-                    structlog.contextvars.bind_contextvars(caller=caller.service_name)
-                    if quotas is not None:
-                        await quotas.admit(caller.service_name, quota_class)
+                    await admit(metadata, quota_class)
                     request = _decoded(deserialize, raw)
                     check_strings(request)
                     return await behavior(request, context)
@@ -162,28 +172,17 @@ class PaymentsInterceptor(grpc.aio.ServerInterceptor):
     def _wrap_stream(self, rpc: str, behavior, deserialize: Callable[[bytes], Message]):
         """The same steps for a server-streaming RPC: checked before the first message,
         an error while streaming ends the stream with its status; logged once, at the end."""
-        authenticator = self._authenticator
+        admit, quota_class = self._admit, rpc_class(rpc)
 
         async def call(raw: bytes, context: grpc.aio.ServicerContext):
             metadata = context.invocation_metadata()
-            request_id = _first(metadata, "x-request-id")
-            if not request_id or not _is_metadata_text(request_id):
-                metrics.GRPC_REQUESTS.labels(rpc, grpc.StatusCode.INVALID_ARGUMENT.name).inc()
-                await _abort(context, ValidationError("x-request-id header is required" if not request_id else
-                                                      "x-request-id header must be printable ASCII", field="x-request-id"))
-            await context.send_initial_metadata((("x-request-id", request_id),))
+            invalid = metrics.GRPC_REQUESTS.labels(rpc, grpc.StatusCode.INVALID_ARGUMENT.name)
+            request_id = await _echoed_request_id(context, metadata, invalid)
             started = time.perf_counter()
             with structlog.contextvars.bound_contextvars(request_id=request_id, rpc=rpc):
                 code, error = grpc.StatusCode.OK, None
                 try:
-                    api_key = _first(metadata, "x-api-key")
-                    if not api_key:
-                        raise UnauthenticatedError("missing x-api-key metadata")
-                    if not _is_metadata_text(api_key):
-                        raise UnauthenticatedError(INVALID_KEY)
-                    caller = await authenticator.authenticate(api_key)
-                    current_caller.set(caller)
-                    structlog.contextvars.bind_contextvars(caller=caller.service_name)
+                    await admit(metadata, quota_class)  # opening a watch is a read
                     request = _decoded(deserialize, raw)
                     check_strings(request)
                     async for message in behavior(request, context):

@@ -68,8 +68,8 @@ class PaymentsServicer(LiveRpcs, payments_pb2_grpc.PaymentsServiceServicer):
         result = await asyncio.shield(create)
         if result.replayed:
             context.set_trailing_metadata(((REPLAYED_HEADER, "true"),))
-        return pb.CreatePaymentResponse(payment=pb.Payment(**payment_fields(result.payment)),
-                                        routing_rule=result.routing_rule)
+        return pb.PaymentEnvelopeResponse(payment=pb.Payment(**payment_fields(result.payment)),
+                                          routing_rule=result.routing_rule or None)  # absent unless a rule chose
 
     async def GetPayment(self, request: pb.GetPaymentRequest, context):
         return _envelope(*await self._callbacks.get_payment_with_delivery(current_caller.get(), request.id))

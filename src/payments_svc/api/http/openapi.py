@@ -100,7 +100,7 @@ def message_schema(descriptor: Descriptor, *, request: bool = False) -> dict[str
     if request:  # JSON null means "not given" in a request, as with the reference's binder
         schema["properties"] = {name: nullable(s) for name, s in properties.items()}
     else:
-        required = [f.name for f in descriptor.fields if f.type != F.TYPE_MESSAGE or f.is_repeated]
+        required = [f.name for f in descriptor.fields if not f.has_presence]  # messages and `optional` fields may be absent
         if required:
             schema["required"] = required
         schema["additionalProperties"] = False
@@ -255,7 +255,7 @@ def live_paths() -> dict[str, Any]:
 
 def build_openapi(providers: Collection[ProviderType] | None = None) -> dict[str, Any]:
     """`providers`: the enabled ones (the served document); None: all of them."""
-    responses = [pb.PaymentEnvelopeResponse, pb.CreatePaymentResponse, pb.ListPaymentsResponse, pb.MessageResponse,
+    responses = [pb.PaymentEnvelopeResponse, pb.ListPaymentsResponse, pb.MessageResponse,
                  pb.HealthResponse, pb.ListPaymentEventsResponse, pb.RefundPaymentResponse, *LIVE_RESPONSES]
     schemas = {d.name: message_schema(d) for d in _with_nested([m.DESCRIPTOR for m in responses])}
     schemas["CreatePaymentRequest"] = _create_request_schema()
@@ -280,7 +280,7 @@ def build_openapi(providers: Collection[ProviderType] | None = None) -> dict[str
         "/payments": {
             "post": {"operationId": "CreatePayment", "parameters": [REQUEST_ID], "requestBody": _body("CreatePaymentRequest"),
                      "description": "201 also on an idempotent replay (header idempotent-replayed: true).",
-                     "responses": _responses(201, "CreatePaymentResponse", 408, 409, 413, 422, replayed=True)},
+                     "responses": _responses(201, "PaymentEnvelopeResponse", 408, 409, 413, 422, replayed=True)},
             "get": {"operationId": "ListPayments", "parameters": [
                 REQUEST_ID,
                 _query("request_id", {"type": "string"}), _query("caller_service", {"type": "string"}),

@@ -108,11 +108,6 @@ class PaymentJobRepository:
     def __init__(self, conn: AsyncConnection):
         self.conn = conn
 
-    def _null_first(self, column: sa.ColumnElement) -> sa.ColumnElement:
-        """Ascending with NULL first: MySQL and SQLite sort it so by themselves (MariaDB has
-        no NULLS FIRST); PostgreSQL sorts NULL last unless told."""
-        return column.nulls_first() if self.conn.dialect.name == "postgresql" else column
-
     async def claim_unfinished_creates(
         self, *, provider: ProviderType, now: datetime, limit: int, lease_until: datetime
     ) -> list[ClaimedPayment]:

@@ -6,12 +6,14 @@ PLANTED_BUG set to one of BUGS; each replaces one public piece of behaviour with
 
 from __future__ import annotations
 
+import functools
 import os
 
 import sqlalchemy as sa
 
 from payments_svc.auth import keys
 from payments_svc.auth.caller import Caller, parse_acts_for
+from payments_svc.db import statements as st
 from payments_svc.db.tables import api_keys, payments
 from payments_svc.domain import transitions
 from payments_svc.domain.enums import PaymentStatus
@@ -25,10 +27,10 @@ async def _find_active_by_prefix(self, api_key: str) -> Caller | None:
     return Caller(row.service_name, parse_acts_for(row.acts_for)) if row else None
 
 
-async def _update_without_status_condition(self, payment_id: int, expected: PaymentStatus, values: dict) -> bool:
+def _update_statement_without_status(columns: frozenset[str]) -> st.Statement:
     """Issue 18's second survivor: the status-change UPDATE without its `status = expected`."""
-    stmt = payments.update().where(payments.c.id == payment_id).values(**payment_repository._column_values(values))
-    return (await self.conn.execute(stmt)).rowcount == 1
+    return st.Statement(payments.update().where(payments.c.id == sa.bindparam("where_id"))
+                        .values({name: sa.bindparam(name, type_=payments.c[name].type) for name in columns}))
 
 
 def _paid_can_be_canceled() -> None:
@@ -42,8 +44,8 @@ def _paid_can_be_canceled() -> None:
 BUGS = {
     "key-by-prefix": (lambda: setattr(keys.ApiKeyRepository, "find_active", _find_active_by_prefix),
                       ["tests/integration/test_api_keys.py"]),
-    "update-without-status": (lambda: setattr(payment_repository.PaymentRepository, "update_if_status",
-                                              _update_without_status_condition),
+    "update-without-status": (lambda: setattr(payment_repository, "_update_if_status_statement",
+                                              functools.cache(_update_statement_without_status)),
                               ["tests/integration/test_payment_service.py", "-k", "in_flight_wins"]),
     "paid-cancelable": (_paid_can_be_canceled, ["tests/unit/test_transitions.py"]),
 }

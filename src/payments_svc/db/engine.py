@@ -24,6 +24,7 @@ log = structlog.get_logger("payments.db")
 
 UNAVAILABLE_MESSAGE = "database unavailable; retry"
 
+_MYSQL_DEADLOCK, _POSTGRES_DEADLOCK = 1213, "40P01"
 # MySQL/MariaDB errors that say the server cannot serve right now, not that the statement
 # is wrong: a retry may well succeed. (Client-side errors, 2000-2999, are all of this kind:
 # cannot connect, server gone, connection lost.)
@@ -32,7 +33,7 @@ _TRANSIENT_MYSQL_ERRORS = frozenset({
     1045,  # access denied: credentials rotated under a running service
     1053,  # server shutdown in progress
     1205,  # lock wait timeout
-    1213,  # deadlock; the transaction was rolled back
+    _MYSQL_DEADLOCK,  # the transaction was rolled back
     1317,  # query interrupted
     1927,  # connection killed
     1969,  # MariaDB max_statement_time exceeded
@@ -48,7 +49,7 @@ _TRANSIENT_POSTGRES_CLASSES = frozenset({
 _TRANSIENT_POSTGRES_ERRORS = frozenset({
     "28P01", "28000",  # authentication failed: credentials rotated under a running service
     "40001",  # serialization failure; the transaction was rolled back
-    "40P01",  # deadlock; the transaction was rolled back
+    _POSTGRES_DEADLOCK,  # the transaction was rolled back
     "55P03",  # lock not available (lock_timeout)
 })
 # asyncmy on uvloop, when the connection is closed under it while it sets the socket's
@@ -290,6 +291,18 @@ async def _drop_if_broken(conn: AsyncConnection, exc: Exception) -> None:
     connection (the isolation level), which would otherwise fail every later checkout."""
     if database_away(exc) and not conn.invalidated:
         await conn.invalidate()
+
+
+def is_deadlock(exc: BaseException | None) -> bool:
+    """Whether `exc`, or an error that caused it, is the database rolling a transaction
+    back to break a deadlock (MySQL 1213, PostgreSQL 40P01): the whole transaction may be
+    retried at once."""
+    while exc is not None:
+        orig = getattr(exc, "orig", exc)  # SQLAlchemy's wrapper, or the driver's own error
+        if getattr(orig, "sqlstate", None) == _POSTGRES_DEADLOCK or getattr(orig, "args", (None,))[:1] == (_MYSQL_DEADLOCK,):
+            return True
+        exc = exc.__cause__
+    return False
 
 
 def database_away(exc: BaseException) -> bool:

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from ..db.tables import payment_events, payments
 from ..domain.enums import PaymentStatus, ProviderType
 from ..domain.payment import PaymentEvent
+from .events import EVENT_COLUMNS, to_event
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,26 +23,12 @@ class FeedEvent:
     provider: ProviderType
 
 
-_COLUMNS = (*payment_events.c, payments.c.caller_service, payments.c.provider)
+_COLUMNS = (*EVENT_COLUMNS, payments.c.caller_service, payments.c.provider)
 _FROM = payment_events.join(payments, payments.c.id == payment_events.c.payment_id)
 
 
 def _to_feed_event(row) -> FeedEvent:
-    return FeedEvent(
-        event=PaymentEvent(
-            id=row.id,
-            payment_id=row.payment_id,
-            event_type=row.event_type,
-            old_status=None if row.old_status is None else PaymentStatus(row.old_status),
-            new_status=PaymentStatus(row.new_status),
-            provider_event_id=row.provider_event_id,
-            needs_attention=bool(row.needs_attention),
-            message=row.message,
-            created_at=row.created_at,
-        ),
-        caller_service=row.caller_service,
-        provider=ProviderType(row.provider),
-    )
+    return FeedEvent(to_event(row), row[len(EVENT_COLUMNS)], ProviderType(row[len(EVENT_COLUMNS) + 1]))
 
 
 class EventFeedRepository:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -34,9 +35,11 @@ INSERT_AFTER_UPDATE = st.Statement(
         .where(sa.func.row_count() == sa.literal_column("1")),
     ),
 )
+# The columns a PaymentEvent is made of, in its fields' order (to_event reads them by position).
+EVENT_COLUMNS = (_e.id, _e.payment_id, _e.event_type, _e.old_status, _e.new_status, _e.provider_event_id,
+                 _e.needs_attention, _e.message, _e.created_at)
 _LIST = st.Statement(
-    sa.select(_e.id, _e.payment_id, _e.event_type, _e.old_status, _e.new_status, _e.provider_event_id,
-              _e.needs_attention, _e.message, _e.created_at)
+    sa.select(*EVENT_COLUMNS)
     .where(_e.payment_id == sa.bindparam("payment_id"), _e.id > sa.bindparam("after_id"))
     .order_by(_e.id)
     .limit(sa.bindparam("limit"))
@@ -79,17 +82,10 @@ class EventRepository:
 
     async def list(self, payment_id: int, *, limit: int, after_id: int) -> list[PaymentEvent]:
         rows = await st.fetch_all(self.conn, _LIST, {"payment_id": payment_id, "after_id": after_id, "limit": limit})
-        return [
-            PaymentEvent(
-                id=row[0],
-                payment_id=row[1],
-                event_type=row[2],
-                old_status=None if row[3] is None else PaymentStatus(row[3]),
-                new_status=PaymentStatus(row[4]),
-                provider_event_id=row[5],
-                needs_attention=bool(row[6]),
-                message=row[7],
-                created_at=row[8],
-            )
-            for row in rows
-        ]
+        return [to_event(row) for row in rows]
+
+
+def to_event(row: Sequence[Any]) -> PaymentEvent:
+    """The PaymentEvent in a row that starts with EVENT_COLUMNS."""
+    return PaymentEvent(row[0], row[1], row[2], None if row[3] is None else PaymentStatus(row[3]),
+                        PaymentStatus(row[4]), row[5], bool(row[6]), row[7], row[8])

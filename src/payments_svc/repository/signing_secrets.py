@@ -19,12 +19,10 @@ import sqlalchemy as sa
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from ..db.engine import Database
+from ..db.engine import Database, is_deadlock
 from ..db.tables import signing_secrets
 from ..domain.errors import ServiceUnavailableError
 from ..webhooks_signing import generate_secret
-
-MYSQL_DEADLOCK = 1213
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,19 +134,10 @@ async def _create_if_none(db: Database, caller_service: str, now: datetime) -> b
             async with db.transaction() as conn:
                 return await SigningSecretRepository(conn).create_if_none(caller_service, now)
         except (OperationalError, ServiceUnavailableError) as exc:
-            if attempt == _FIRST_USE_ATTEMPTS or not _is_deadlock(exc):
+            if attempt == _FIRST_USE_ATTEMPTS or not is_deadlock(exc):
                 raise
         attempt += 1
         await asyncio.sleep(random.uniform(0.005, 0.05))
 
 
 _FIRST_USE_ATTEMPTS = 10
-
-
-def _is_deadlock(exc: BaseException | None) -> bool:
-    while exc is not None:
-        orig = getattr(exc, "orig", None)
-        if getattr(orig, "args", (None,))[:1] == (MYSQL_DEADLOCK,):
-            return True
-        exc = exc.__cause__
-    return False

@@ -6,6 +6,7 @@ count. With Redis, two breakers (two processes) share one circuit."""
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 
 import pytest
 from structlog.testing import capture_logs
@@ -13,6 +14,7 @@ from structlog.testing import capture_logs
 from payments_svc import metrics
 from payments_svc.domain.errors import ProviderError
 from payments_svc.resilience.breaker import Breaker, CircuitOpenError
+from payments_svc.resilience.guard import GuardedProvider, ensure_available
 from payments_svc.resilience.settings import BreakerSettings
 from payments_svc.resilience.store import RedisStore
 
@@ -172,3 +174,32 @@ async def test_a_redis_that_does_not_answer_leaves_each_process_its_own_circuit(
         assert "redis_unavailable" in [e["event"] for e in logs]
     finally:
         await dead.close()
+
+
+class AccountProvider:
+    """A provider object as the registry holds it: its type's code and the account it calls with."""
+
+    def __init__(self, code: str, account_id: int | None) -> None:
+        self.type = SimpleNamespace(code=code)
+        self.account_id = account_id
+        self.double = Provider()
+
+    async def create_checkout(self) -> str:
+        return await self.double()
+
+
+async def test_each_provider_account_has_its_own_circuit(store, name):
+    b = breaker(store)
+    shops, default = (GuardedProvider(AccountProvider(name, account_id), b) for account_id in (7, None))
+    shops.double.mode = "fail"
+    try:
+        for _ in range(3):
+            with pytest.raises(ProviderError):
+                await shops.create_checkout()
+        with pytest.raises(CircuitOpenError):  # the caller's own account is open ...
+            await ensure_available(shops)
+        await ensure_available(default)  # ... the environment's account is not
+        assert await default.create_checkout() == "created"
+        assert shops.double.calls == 3 and default.double.calls == 1
+    finally:
+        await forget(f"circuit:{name}:7", f"circuit:{name}:default")

@@ -14,6 +14,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 from .accounts.encryption import EncryptionKeyError, EncryptionKeys, parse_keys
 from .callback_policy import CallbackDestinations, IPNetwork, parse_host_pattern, parse_network
+from .env_values import env_value
 from .providers.stellar.settings import StellarSettings, stellar_settings_from_env
 from .providers.stripe.settings import StripeSettings, stripe_settings_from_env
 from .providers.vnpay.settings import VnpayCredentials, vnpay_credentials_from_env
@@ -26,15 +27,8 @@ class ConfigError(Exception):
     """A setting is missing or malformed; the message names the variable."""
 
 
-def _env(environ: dict[str, str], name: str) -> str | None:
-    value = environ.get(name)
-    if value is None or value.strip() == "":
-        return None  # the reference treats an empty value as unset
-    return value.strip()
-
-
 def _int(environ, name: str, default: int, *, minimum: int | None = None) -> int:
-    raw = _env(environ, name)
+    raw = env_value(environ, name)
     if raw is None:
         return default
     try:
@@ -47,7 +41,7 @@ def _int(environ, name: str, default: int, *, minimum: int | None = None) -> int
 
 
 def _bool(environ, name: str, default: bool) -> bool:
-    raw = _env(environ, name)
+    raw = env_value(environ, name)
     if raw is None:
         return default
     lowered = raw.lower()
@@ -60,7 +54,7 @@ def _bool(environ, name: str, default: bool) -> bool:
 
 def _timeout(environ, name: str, default: float) -> float:
     """A positive number of seconds (fractions allowed)."""
-    raw = _env(environ, name)
+    raw = env_value(environ, name)
     if raw is None:
         return default
     try:
@@ -75,7 +69,7 @@ def _timeout(environ, name: str, default: float) -> float:
 def _seconds(environ, minutes_name: str, default_minutes: float, *, minimum: float = 0) -> float:
     """A duration given as NAME_MINUTES, or as NAME_SECONDS (finer, used by tests)."""
     seconds_name = minutes_name.removesuffix("_MINUTES") + "_SECONDS"
-    raw_seconds = _env(environ, seconds_name)
+    raw_seconds = env_value(environ, seconds_name)
     if raw_seconds is not None:
         try:
             value = float(raw_seconds)
@@ -96,7 +90,7 @@ _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 def _durations(environ, name: str, default: str) -> tuple[float, ...]:
     """A comma-separated list of durations such as `5m,1h,1d` (units ms, s, m, h, d), in seconds."""
-    raw = _env(environ, name) or default
+    raw = env_value(environ, name) or default
     out = []
     for part in raw.split(","):
         match = _DURATION.match(part.strip())
@@ -108,14 +102,14 @@ def _durations(environ, name: str, default: str) -> tuple[float, ...]:
 
 def _host_patterns(environ, name: str) -> tuple[str, ...]:
     try:
-        return tuple(parse_host_pattern(p) for p in (_env(environ, name) or "").split(",") if p.strip())
+        return tuple(parse_host_pattern(p) for p in (env_value(environ, name) or "").split(",") if p.strip())
     except ValueError as exc:
         raise ConfigError(f"{name}: {exc}") from None
 
 
 def _networks(environ, name: str) -> tuple[IPNetwork, ...]:
     try:
-        return tuple(parse_network(n) for n in (_env(environ, name) or "").split(",") if n.strip())
+        return tuple(parse_network(n) for n in (env_value(environ, name) or "").split(",") if n.strip())
     except ValueError as exc:
         raise ConfigError(f"{name}: {exc}") from None
 
@@ -123,7 +117,7 @@ def _networks(environ, name: str) -> tuple[IPNetwork, ...]:
 def _signing_secrets(environ, name: str) -> tuple[tuple[str, str], ...]:
     """`service=whsec_...` pairs, comma-separated; a service named twice signs with both (rotation)."""
     pairs = []
-    for entry in (_env(environ, name) or "").split(","):
+    for entry in (env_value(environ, name) or "").split(","):
         if not entry.strip():
             continue
         service, sep, secret = entry.partition("=")
@@ -315,13 +309,13 @@ LOG_LEVELS = ("debug", "info", "warning", "warn", "error", "critical")
 
 def load_settings(environ: dict[str, str] | None = None, *, base_dir: Path | None = None) -> Settings:
     env = dict(os.environ if environ is None else environ)
-    environment = (_env(env, "PAYMENTS_ENV") or "development").lower()
+    environment = (env_value(env, "PAYMENTS_ENV") or "development").lower()
     if environment not in ("development", "production", "test"):
         raise ConfigError(f"PAYMENTS_ENV must be development, test or production, got {environment!r}")
 
-    database_url = _env(env, "PAYMENTS_DATABASE_URL")
-    if database_url is None and _env(env, "MYSQL_DSN"):
-        database_url = mysql_dsn_to_url(_env(env, "MYSQL_DSN"))
+    database_url = env_value(env, "PAYMENTS_DATABASE_URL")
+    if database_url is None and env_value(env, "MYSQL_DSN"):
+        database_url = mysql_dsn_to_url(env_value(env, "MYSQL_DSN"))
     if database_url is None:
         database_url = default_sqlite_url(base_dir)
     if database_url.startswith("mysql://") or database_url.startswith("mysql+pymysql://"):
@@ -332,27 +326,27 @@ def load_settings(environ: dict[str, str] | None = None, *, base_dir: Path | Non
     if database_url.startswith("sqlite://") or database_url.startswith("sqlite+pysqlite://"):
         database_url = "sqlite+aiosqlite://" + database_url.split("://", 1)[1]
 
-    log_level = (_env(env, "LOG_LEVEL") or "info").lower()
+    log_level = (env_value(env, "LOG_LEVEL") or "info").lower()
     if log_level not in LOG_LEVELS:
         raise ConfigError(f'invalid LOG_LEVEL "{log_level}"')
 
     production = environment == "production"
-    public_base_url = _env(env, "PAYMENTS_PUBLIC_BASE_URL") or f"http://localhost:{_int(env, 'HTTP_PORT', 8080)}"
-    default_provider = _env(env, "PAYMENTS_DEFAULT_PROVIDER")
+    public_base_url = env_value(env, "PAYMENTS_PUBLIC_BASE_URL") or f"http://localhost:{_int(env, 'HTTP_PORT', 8080)}"
+    default_provider = env_value(env, "PAYMENTS_DEFAULT_PROVIDER")
     if default_provider is not None:
         default_provider = default_provider.lower()
 
     return Settings(
         environment=environment,
-        service_name=_env(env, "APP_SERVICE_NAME") or "payments-service",
-        app_api_key=_env(env, "APP_API_KEY") or "",
-        auth_service_addr=_env(env, "AUTH_SERVICE_GRPC_ADDR"),
+        service_name=env_value(env, "APP_SERVICE_NAME") or "payments-service",
+        app_api_key=env_value(env, "APP_API_KEY") or "",
+        auth_service_addr=env_value(env, "AUTH_SERVICE_GRPC_ADDR"),
         auth_cache_ttl_seconds=float(_int(env, "PAYMENTS_AUTH_CACHE_TTL_SECONDS", 30, minimum=0)),
         auth_timeout_seconds=float(_int(env, "PAYMENTS_AUTH_TIMEOUT_SECONDS", 2, minimum=1)),
-        gateway_services=frozenset(n.strip() for n in (_env(env, "PAYMENTS_GATEWAY_SERVICES") or "").split(",") if n.strip()),
-        http_host=_env(env, "HTTP_HOST") or "0.0.0.0",
+        gateway_services=frozenset(n.strip() for n in (env_value(env, "PAYMENTS_GATEWAY_SERVICES") or "").split(",") if n.strip()),
+        http_host=env_value(env, "HTTP_HOST") or "0.0.0.0",
         http_port=_int(env, "HTTP_PORT", 8080, minimum=0),
-        grpc_host=_env(env, "GRPC_HOST") or "0.0.0.0",
+        grpc_host=env_value(env, "GRPC_HOST") or "0.0.0.0",
         grpc_port=_int(env, "GRPC_PORT", 9090, minimum=0),
         public_base_url=public_base_url.rstrip("/"),
         http_max_body_bytes=_int(env, "PAYMENTS_HTTP_MAX_BODY_BYTES", 1024 * 1024, minimum=1024),
@@ -372,8 +366,8 @@ def load_settings(environ: dict[str, str] | None = None, *, base_dir: Path | Non
         default_provider=default_provider,
         sandbox_enabled=_bool(env, "PAYMENTS_SANDBOX_ENABLED", not production),
         sandbox_delay_ms=_int(env, "PAYMENTS_SANDBOX_DELAY_MS", 0, minimum=0),
-        sandbox_webhook_secret=_env(env, "PAYMENTS_SANDBOX_WEBHOOK_SECRET") or "whsec_sandbox_development_only",
-        provider_callback_base_url=_env(env, "PAYMENTS_PROVIDER_CALLBACK_BASE_URL"),
+        sandbox_webhook_secret=env_value(env, "PAYMENTS_SANDBOX_WEBHOOK_SECRET") or "whsec_sandbox_development_only",
+        provider_callback_base_url=env_value(env, "PAYMENTS_PROVIDER_CALLBACK_BASE_URL"),
         provider_timeout_seconds=float(_int(env, "PAYMENTS_PROVIDER_TIMEOUT_SECONDS", 10, minimum=1)),
         create_lease_seconds=float(_int(env, "PAYMENTS_CREATE_LEASE_SECONDS", 60, minimum=1)),
         max_amount_cents=_int(env, "PAYMENTS_MAX_AMOUNT_CENTS", 100_000_000_000, minimum=1),

@@ -2,8 +2,8 @@
 and which ones deployment.md documents. Shared by the doc test and the manifest test.
 
 Found in the code:
-* a call whose first argument is the environment (`_env(environ, "NAME")`,
-  `_value(env, "NAME")`, ... : every settings helper of config.py and of the
+* a call whose first argument is the environment (`env_value(environ, "NAME")`,
+  `_int(env, "NAME")`, ... : every settings helper of config.py and of the
   providers' settings modules has that shape) and that names a variable;
 * `environ.get("NAME")` / `os.getenv("NAME")` / `environ["NAME"]` on anything called
   env or environ, with module constants resolved (`os.environ.get(CHILD_ENV)`);

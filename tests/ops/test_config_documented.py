@@ -52,9 +52,8 @@ def test_load_settings_reads_no_variable_the_scan_misses(monkeypatch):
             return original(env, name, *args, **kwargs)
         return wrapper
 
-    monkeypatch.setattr(config, "_env", recording(config._env))
-    monkeypatch.setattr(stripe_settings, "_value", recording(stripe_settings._value))
-    monkeypatch.setattr(stellar_settings, "_value", recording(stellar_settings._value))
+    for module in (config, stripe_settings, stellar_settings):  # each looks env_value up by its own name
+        monkeypatch.setattr(module, "env_value", recording(module.env_value))
     settings = config.load_settings({
         "PAYMENTS_DATABASE_URL": "sqlite+aiosqlite:////tmp/unused.sqlite3",
         "STRIPE_SECRET_KEY": "sk_test_x", "STRIPE_WEBHOOK_SECRET": "whsec_x",

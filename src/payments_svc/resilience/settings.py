@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from ..env_values import env_value
 from .routing import parse_rules
 
 
@@ -50,8 +51,8 @@ class ResilienceSettings:
 
 def _number(env: dict[str, str], name: str, default: float, *, minimum: float, maximum: float | None = None,
             integer: bool = False) -> float:
-    raw = (env.get(name) or "").strip()
-    if not raw:
+    raw = env_value(env, name)
+    if raw is None:
         return default
     try:
         value = int(raw) if integer else float(raw)
@@ -64,7 +65,7 @@ def _number(env: dict[str, str], name: str, default: float, *, minimum: float, m
 
 
 def resilience_settings_from_env(env: dict[str, str]) -> ResilienceSettings:
-    redis_url = (env.get("PAYMENTS_REDIS_URL") or "").strip() or None
+    redis_url = env_value(env, "PAYMENTS_REDIS_URL")
     if redis_url is not None and not redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise SettingError("PAYMENTS_REDIS_URL must be a redis://, rediss:// or unix:// URL")
     breaker = BreakerSettings(
@@ -83,7 +84,7 @@ def resilience_settings_from_env(env: dict[str, str]) -> ResilienceSettings:
     )
     return ResilienceSettings(
         redis_url=redis_url,
-        redis_key_prefix=(env.get("PAYMENTS_REDIS_KEY_PREFIX") or "").strip() or "payments-svc:",
+        redis_key_prefix=env_value(env, "PAYMENTS_REDIS_KEY_PREFIX") or "payments-svc:",
         breaker=breaker, default_limits=limits,
         limits_refresh_seconds=_number(env, "PAYMENTS_QUOTA_REFRESH_SECONDS", 5, minimum=0),
         routing_rules=parse_rules(env.get("PAYMENTS_ROUTING_RULES")),

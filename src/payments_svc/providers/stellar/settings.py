@@ -9,6 +9,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from ...env_values import env_value
+
 PUBLIC_NETWORK_PASSPHRASE = "Public Global Stellar Network ; September 2015"
 NATIVE_CODE = "XLM"
 MAX_PAGING_TOKEN = 2**63 - 1  # Horizon parses paging tokens as int64 and refuses anything larger
@@ -48,20 +50,15 @@ class StellarSettings:
         return next((a for a in self.assets if a.code.upper() == wanted), None)
 
 
-def _value(env: Mapping[str, str], name: str) -> str | None:
-    value = env.get(name)
-    return value.strip() if value is not None and value.strip() else None
-
-
 def _required(env: Mapping[str, str], name: str) -> str:
-    value = _value(env, name)
+    value = env_value(env, name)
     if value is None:
         raise ValueError(f"{name} is required when STELLAR_RECEIVING_ACCOUNT is set")
     return value
 
 
 def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = _value(env, name)
+    raw = env_value(env, name)
     if raw is None:
         return default
     try:
@@ -102,7 +99,7 @@ def is_paging_token(text: str) -> bool:
 
 def stellar_settings_from_env(env: Mapping[str, str]) -> StellarSettings | None:
     """None when STELLAR_RECEIVING_ACCOUNT is unset: the provider is disabled."""
-    account = _value(env, "STELLAR_RECEIVING_ACCOUNT")
+    account = env_value(env, "STELLAR_RECEIVING_ACCOUNT")
     if account is None:
         return None
     from stellar_sdk import StrKey  # slow to import: only when Stellar is configured
@@ -113,7 +110,7 @@ def stellar_settings_from_env(env: Mapping[str, str]) -> StellarSettings | None:
     parts = urlsplit(horizon_url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"STELLAR_HORIZON_URL must be an http or https URL, got {horizon_url!r}")
-    start_cursor = _value(env, "STELLAR_START_CURSOR") or "0"
+    start_cursor = env_value(env, "STELLAR_START_CURSOR") or "0"
     if start_cursor != "now" and not is_paging_token(start_cursor):
         raise ValueError(
             f"STELLAR_START_CURSOR must be a paging token (0 to {MAX_PAGING_TOKEN}) or now, got {start_cursor!r}"

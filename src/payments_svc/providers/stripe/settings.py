@@ -9,6 +9,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from ...env_values import env_value
+
 DEFAULT_API_BASE = "https://api.stripe.com"
 
 
@@ -33,13 +35,8 @@ class StripeSettings:
             f"a webhook secret of provider account {self.account_id}"
 
 
-def _value(env: Mapping[str, str], name: str) -> str | None:
-    value = env.get(name)
-    return value.strip() if value is not None and value.strip() else None
-
-
 def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = _value(env, name)
+    raw = env_value(env, name)
     if raw is None:
         return default
     try:
@@ -53,8 +50,8 @@ def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
 
 def stripe_settings_from_env(env: Mapping[str, str]) -> StripeSettings | None:
     """None when STRIPE_SECRET_KEY is unset (Stripe disabled)."""
-    secret_key = _value(env, "STRIPE_SECRET_KEY")
-    raw_secrets = _value(env, "STRIPE_WEBHOOK_SECRET")
+    secret_key = env_value(env, "STRIPE_SECRET_KEY")
+    raw_secrets = env_value(env, "STRIPE_WEBHOOK_SECRET")
     if secret_key is None:
         if raw_secrets is not None:
             raise ValueError("STRIPE_WEBHOOK_SECRET is set but STRIPE_SECRET_KEY is not: set both to enable Stripe")
@@ -72,7 +69,7 @@ def stripe_settings_from_env(env: Mapping[str, str]) -> StripeSettings | None:
     for position, secret in enumerate(webhook_secrets, 1):
         if not secret.startswith("whsec_"):
             raise ValueError(f"STRIPE_WEBHOOK_SECRET: secret #{position} does not start with whsec_")
-    api_base = (_value(env, "STRIPE_API_BASE") or DEFAULT_API_BASE).rstrip("/")
+    api_base = (env_value(env, "STRIPE_API_BASE") or DEFAULT_API_BASE).rstrip("/")
     parts = urlsplit(api_base)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"STRIPE_API_BASE must be an absolute http(s) URL, got {api_base!r}")

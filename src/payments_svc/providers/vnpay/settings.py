@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from ...env_values import env_value
+
 # VNPay's sandbox (never a live default: a production terminal must name its URLs).
 SANDBOX_PAYMENT_URL = "https://sandbox.vnpayment.vn/paymentv2/vpcpay.html"
 SANDBOX_API_URL = "https://sandbox.vnpayment.vn/merchant_webapi/api/transaction"
@@ -29,13 +31,8 @@ class VnpayCredentials:
     api_url: str = SANDBOX_API_URL
 
 
-def _value(env: Mapping[str, str], name: str) -> str | None:
-    value = env.get(name)
-    return value.strip() if value is not None and value.strip() else None
-
-
 def _url(env: Mapping[str, str], name: str, default: str) -> str:
-    url = _value(env, name) or default
+    url = env_value(env, name) or default
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
         raise ValueError(f"{name} must be an absolute http(s) URL without a query, got {url!r}")
@@ -44,8 +41,8 @@ def _url(env: Mapping[str, str], name: str, default: str) -> str:
 
 def vnpay_credentials_from_env(env: Mapping[str, str]) -> VnpayCredentials | None:
     """None when VNPAY_TMN_CODE is unset (VNPay disabled)."""
-    tmn_code = _value(env, "VNPAY_TMN_CODE")
-    hash_secret = _value(env, "VNPAY_HASH_SECRET")
+    tmn_code = env_value(env, "VNPAY_TMN_CODE")
+    hash_secret = env_value(env, "VNPAY_HASH_SECRET")
     if tmn_code is None:
         if hash_secret is not None:
             raise ValueError("VNPAY_HASH_SECRET is set but VNPAY_TMN_CODE is not: set both to enable VNPay")

@@ -63,9 +63,9 @@ constraints:
 	  $(VENV)-constraints/bin/python -m pip freeze --exclude payments-svc; } > constraints.txt
 	rm -rf $(VENV)-constraints build
 
-# Benchmarks, separate from `make test` (see bench/README.md): about 10 minutes on MariaDB at
-# 127.0.0.1:3306 (root; TEST_MYSQL_* override), load from h2load and Node.js. Writes
-# bench/results/<date>.json and the table in bench/README.md.
+# Benchmarks, separate from `make test` (see bench/README.md): about 15 minutes on MariaDB at
+# 127.0.0.1:3306 (root; TEST_MYSQL_* override) then PostgreSQL at :5432 (TEST_POSTGRES_*), load
+# from h2load and Node.js. Writes bench/results/<date>[-postgresql].json and the tables in bench/README.md.
 # `make bench BENCH_ARGS=--profile` profiles one server process with py-spy instead.
 BENCH_ARGS ?=
 .PHONY: bench
@@ -79,6 +79,7 @@ bench: install
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs; \
 	  else echo "bench: node is missing; install Node.js >= 18 (apt-get install nodejs)" >&2; exit 1; fi; }
 	$(PY) bench/run.py $(BENCH_ARGS)
+	@if [ -z "$(BENCH_ARGS)" ]; then $(PY) bench/run.py --backend postgresql; fi  # ~2 min: create and get on PostgreSQL
 	@if [ -z "$(BENCH_ARGS)" ]; then $(PY) bench/provider_outage.py; fi  # ~1 min: the circuit breaker under an outage
 	$(MAKE) bench-live
 

@@ -139,17 +139,17 @@ def scenario_map(args, api_key, fixtures, tag):
     return {s.key: s for s in fast}
 
 
-def run_profile(args, env, database, api_key, tag, servers, today) -> int:
+def run_profile(args, env, db, api_key, tag, servers, today) -> int:
     spy = py_spy()
     seconds = max(5, int(args.duration))
-    out = {"date": today, "machine": bench.machine_info(), "settings": vars(args), "profiles": {}, "round_trips": {}}
+    out = {"date": today, "machine": bench.machine_info(db), "settings": vars(args), "profiles": {}, "round_trips": {}}
 
     # 1. py-spy on the plain server.
     server = bench.ServerProcess(env, 1, 0, f"profile-{tag}")
     servers.append(server)
     server.start()
     fixtures = bench.make_fixtures(server, api_key, tag)
-    bench.seed_rows(database, args.seed_rows)
+    db.seed_rows(args.seed_rows)
     specs = scenario_map(args, api_key, fixtures, tag + "py")
     for key in PROFILED:
         spec = specs[key]

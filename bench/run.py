@@ -56,12 +56,18 @@ MYSQL_HOST = os.environ.get("TEST_MYSQL_HOST", "127.0.0.1")
 MYSQL_PORT = int(os.environ.get("TEST_MYSQL_PORT", "3306"))
 MYSQL_USER = os.environ.get("TEST_MYSQL_USER", "root")
 MYSQL_PASSWORD = os.environ.get("TEST_MYSQL_PASSWORD", "")
+PG_HOST = os.environ.get("TEST_POSTGRES_HOST", "127.0.0.1")
+PG_PORT = int(os.environ.get("TEST_POSTGRES_PORT", "5432"))
+PG_USER = os.environ.get("TEST_POSTGRES_USER", "postgres")
+PG_PASSWORD = os.environ.get("TEST_POSTGRES_PASSWORD", "")
 
 CALLER = "bench"
 CALLBACK_URL = "https://shop.internal/payments/callback"
 COUNTER_WIDTH = 12
 
 GEN_BEGIN, GEN_END = "<!-- BEGIN GENERATED: bench/run.py rewrites this block -->", "<!-- END GENERATED -->"
+PG_BEGIN = "<!-- BEGIN GENERATED POSTGRESQL: bench/run.py --backend postgresql rewrites this block -->"
+PG_END = "<!-- END GENERATED POSTGRESQL -->"
 PROF_BEGIN, PROF_END = "<!-- BEGIN PROFILE: bench/run.py --profile rewrites this block -->", "<!-- END PROFILE -->"
 
 
@@ -70,31 +76,136 @@ def log(msg: str) -> None:
 
 
 # ---------------------------------------------------------------------------------
-# MariaDB
+# the database server: MariaDB (the reference's), or PostgreSQL with --backend postgresql
 
 
-def mysql(database: str | None = None):
-    import pymysql
+class MariaDB:
+    name = "MariaDB"
+    processes = ("mariadbd", "mysqld")
 
-    return pymysql.connect(host=MYSQL_HOST, port=MYSQL_PORT, user=MYSQL_USER, password=MYSQL_PASSWORD,
-                           database=database, autocommit=True, connect_timeout=5)
+    def __init__(self, database: str):
+        self.database = database
+
+    def query(self, statement: str, args=None, *, in_database: bool = True) -> list[tuple]:
+        import pymysql
+
+        conn = pymysql.connect(host=MYSQL_HOST, port=MYSQL_PORT, user=MYSQL_USER, password=MYSQL_PASSWORD,
+                               database=self.database if in_database else None, autocommit=True, connect_timeout=5)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(statement, args)
+                return list(cur.fetchall())
+        finally:
+            conn.close()
+
+    def url(self) -> str:
+        auth = MYSQL_USER + (f":{MYSQL_PASSWORD}" if MYSQL_PASSWORD else "")
+        return f"mysql+asyncmy://{auth}@{MYSQL_HOST}:{MYSQL_PORT}/{self.database}?charset=utf8mb4"
+
+    def create(self) -> None:
+        self.query(f"CREATE DATABASE `{self.database}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin", in_database=False)
+
+    def drop(self) -> None:
+        self.query(f"DROP DATABASE IF EXISTS `{self.database}`", in_database=False)
+
+    def status_counters(self) -> dict[str, int]:
+        names = ("Questions", "Com_select", "Com_insert", "Com_update", "Com_commit", "Com_rollback", "Com_set_option",
+                 "Innodb_os_log_fsyncs", "Innodb_data_fsyncs", "Threads_connected")
+        rows = self.query("SHOW GLOBAL STATUS WHERE Variable_name IN (" + ",".join(["%s"] * len(names)) + ")", names)
+        return {k: int(v) for k, v in rows}
+
+    def describe(self) -> dict:
+        variables = dict(self.query("SHOW GLOBAL VARIABLES WHERE Variable_name IN ('innodb_flush_log_at_trx_commit', "
+                                    "'innodb_buffer_pool_size', 'sync_binlog', 'log_bin', 'max_connections')"))
+        return {"name": self.name, "version": self.query("SELECT VERSION()")[0][0], "settings": variables,
+                "durability": f"innodb_flush_log_at_trx_commit={variables.get('innodb_flush_log_at_trx_commit')}"}
+
+    def count_rows(self, prefix: str = "") -> dict[str, int]:
+        rows = self.query("SELECT status, COUNT(*) FROM payments WHERE caller_service=%s AND request_id LIKE %s "
+                          "GROUP BY status", (CALLER, prefix + "%"))
+        return {str(status): int(count) for status, count in rows}
+
+    def seed_rows(self, target: int) -> int:
+        """Copies the caller's rows (new request_id and callback hash) until there are
+        `target` of them, so that ListPayments reads a table with a few thousand rows."""
+        columns = [r[0] for r in self.query(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema=%s AND table_name='payments' "
+            "AND column_name <> 'id' ORDER BY ordinal_position", (self.database,))]
+        select = ", ".join("CONCAT('seed-', UUID())" if c == "request_id" else "UUID()" if c == "provider_callback_hash"
+                           else f"`{c}`" for c in columns)
+        while (count := sum(self.count_rows().values())) < target:
+            self.query(f"INSERT INTO payments ({', '.join('`' + c + '`' for c in columns)}) SELECT {select} FROM payments "
+                       f"WHERE caller_service=%s LIMIT {target - count}", (CALLER,))
+        return count
 
 
-def sql(query: str, args=None, database: str | None = None):
-    conn = mysql(database)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(query, args)
-            return cur.fetchall()
-    finally:
-        conn.close()
+class PostgreSQL:
+    name = "PostgreSQL"
+    processes = ("postgres",)  # the postmaster and one backend per connection
+
+    def __init__(self, database: str):
+        self.database = database
+
+    def query(self, statement: str, args=(), *, in_database: bool = True) -> list[tuple]:
+        import asyncio
+
+        import asyncpg
+
+        async def run() -> list[tuple]:
+            conn = await asyncpg.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, password=PG_PASSWORD or None,
+                                         database=self.database if in_database else "postgres", timeout=5)
+            try:
+                return [tuple(r) for r in await conn.fetch(statement, *args)]
+            finally:
+                await conn.close()
+
+        return asyncio.run(run())
+
+    def url(self) -> str:
+        auth = PG_USER + (f":{PG_PASSWORD}" if PG_PASSWORD else "")
+        return f"postgresql+asyncpg://{auth}@{PG_HOST}:{PG_PORT}/{self.database}"
+
+    def create(self) -> None:
+        self.query(f'CREATE DATABASE "{self.database}"', in_database=False)
+
+    def drop(self) -> None:
+        self.query(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)', in_database=False)
+
+    def status_counters(self) -> dict[str, int]:
+        # pg_stat_database is flushed by each backend at most once a second: a close count, not an exact one.
+        row = self.query("SELECT xact_commit, xact_rollback, tup_returned, tup_fetched, tup_inserted, tup_updated, "
+                         "numbackends FROM pg_stat_database WHERE datname = $1", (self.database,))[0]
+        names = ("xact_commit", "xact_rollback", "tup_returned", "tup_fetched", "tup_inserted", "tup_updated", "numbackends")
+        return dict(zip(names, map(int, row), strict=True))
+
+    def describe(self) -> dict:
+        settings = dict(self.query("SELECT name, setting FROM pg_settings WHERE name IN ('synchronous_commit', 'fsync', "
+                                   "'shared_buffers', 'max_connections', 'wal_sync_method')"))
+        return {"name": self.name, "version": self.query("SHOW server_version")[0][0], "settings": settings,
+                "durability": f"synchronous_commit={settings.get('synchronous_commit')}, fsync={settings.get('fsync')}"}
+
+    def count_rows(self, prefix: str = "") -> dict[str, int]:
+        rows = self.query("SELECT status, COUNT(*) FROM payments WHERE caller_service=$1 AND request_id LIKE $2 "
+                          "GROUP BY status", (CALLER, prefix + "%"))
+        return {str(status): int(count) for status, count in rows}
+
+    def seed_rows(self, target: int) -> int:
+        """As MariaDB.seed_rows."""
+        columns = [r[0] for r in self.query(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema='public' AND table_name='payments' "
+            "AND column_name <> 'id' ORDER BY ordinal_position")]
+        select = ", ".join("'seed-' || gen_random_uuid()" if c == "request_id" else "gen_random_uuid()::text"
+                           if c == "provider_callback_hash" else f'"{c}"' for c in columns)
+        while (count := sum(self.count_rows().values())) < target:
+            self.query(f"INSERT INTO payments ({', '.join(chr(34) + c + chr(34) for c in columns)}) SELECT {select} "
+                       f"FROM payments WHERE caller_service=$1 LIMIT {target - count}", (CALLER,))
+        return count
 
 
-def global_status() -> dict[str, int]:
-    names = ("Questions", "Com_select", "Com_insert", "Com_update", "Com_commit", "Com_rollback", "Com_set_option",
-             "Innodb_os_log_fsyncs", "Innodb_data_fsyncs", "Threads_connected")
-    rows = sql("SHOW GLOBAL STATUS WHERE Variable_name IN (" + ",".join(["%s"] * len(names)) + ")", names)
-    return {k: int(v) for k, v in rows}
+BACKENDS = {"mariadb": MariaDB, "postgresql": PostgreSQL}
+# On PostgreSQL the run measures what the PostgreSQL issue asks of it (create and get) and the
+# ceilings they are compared with; the full matrix runs on MariaDB, the reference's database.
+POSTGRESQL_SCENARIOS = re.compile(r"health-check$|healthz$|create-fresh$|-get$")
 
 
 # ---------------------------------------------------------------------------------
@@ -171,25 +282,30 @@ def machine_busy_seconds() -> tuple[float, float]:
     return (total - idle) / HZ, total / HZ
 
 
-def pidof(*names: str) -> int | None:
-    for name in names:
+def processes_cpu_seconds(names: tuple[str, ...]) -> float:
+    """CPU time of every process whose command is one of `names` (the database server's)."""
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
         try:
-            out = subprocess.run(["pidof", name], capture_output=True, text=True).stdout.split()
-        except FileNotFoundError:
-            return None
-        if out:
-            return int(out[0])
-    return None
+            with open(f"/proc/{entry}/comm") as f:
+                if f.read().strip() not in names:
+                    continue
+        except OSError:
+            continue
+        total += cpu_seconds(int(entry))
+    return total
 
 
 class Sampler:
     """Samples VmRSS of the server's processes every 100 ms while a scenario runs and
-    accounts CPU of the server, MariaDB, the generators (children of this process) and
-    everything else on the machine."""
+    accounts CPU of the server, the database server, the generators (children of this
+    process) and everything else on the machine."""
 
-    def __init__(self, server: ServerProcess):
+    def __init__(self, server: ServerProcess, db: MariaDB | PostgreSQL):
         self.server = server
-        self.mysqld = pidof("mariadbd", "mysqld")
+        self.db_processes = db.processes
         self._stop = threading.Event()
         self.peak_sum_kb = 0
         self.peak_per_pid_kb: dict[int, int] = {}
@@ -200,7 +316,7 @@ class Sampler:
         self.cpu0 = {p: cpu_seconds(p) for p in self.pids}
         self.wait0 = {p: run_delay_seconds(p) for p in self.pids}
         self.sys0 = {p: cpu_seconds(p, system_only=True) for p in self.pids}
-        self.db0 = cpu_seconds(self.mysqld) if self.mysqld else 0.0
+        self.db0 = processes_cpu_seconds(self.db_processes)
         self.busy0, self.total0 = machine_busy_seconds()
         self.children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         self.self0 = resource.getrusage(resource.RUSAGE_SELF)
@@ -228,7 +344,7 @@ class Sampler:
         server_cpu = sum(cpu_seconds(p) - self.cpu0[p] for p in self.pids)
         server_wait = sum(run_delay_seconds(p) - self.wait0[p] for p in self.pids)
         server_sys = sum(cpu_seconds(p, system_only=True) - self.sys0[p] for p in self.pids)
-        db_cpu = (cpu_seconds(self.mysqld) - self.db0) if self.mysqld else 0.0
+        db_cpu = processes_cpu_seconds(self.db_processes) - self.db0
         gen_cpu = (ch.ru_utime + ch.ru_stime) - (self.children0.ru_utime + self.children0.ru_stime)
         runner_cpu = (me.ru_utime + me.ru_stime) - (self.self0.ru_utime + self.self0.ru_stime)
         busy = busy1 - self.busy0
@@ -240,7 +356,7 @@ class Sampler:
             "cores_server_in_kernel": round(server_sys / wall, 3),
             # Server threads runnable but not running (waiting for a core), in cores.
             "cores_server_runqueue_wait": round(server_wait / wall, 3),
-            "cores_mariadb": round(db_cpu / wall, 3),
+            "cores_database": round(db_cpu / wall, 3),
             "cores_generator": round(gen_cpu / wall, 3),
             "cores_bench_runner": round(runner_cpu / wall, 3),
             "cores_other": round(max(0.0, busy - server_cpu - db_cpu - gen_cpu - runner_cpu) / wall, 3),
@@ -460,7 +576,7 @@ def h2load_cmd(spec: Scenario, url: str, extra: list[str]) -> list[str]:
     return cmd + extra + [url]
 
 
-def run_h2load(spec: Scenario, server: ServerProcess, args) -> dict:
+def run_h2load(spec: Scenario, server: ServerProcess, args, db: MariaDB | PostgreSQL) -> dict:
     port = server.grpc_port if spec.transport == "grpc" else server.http_port
     url = f"http://127.0.0.1:{port}{spec.path}"
     # Warm-up, which also sizes the measured run: a fixed request count (-n) so that every
@@ -471,7 +587,7 @@ def run_h2load(spec: Scenario, server: ServerProcess, args) -> dict:
     slots = spec.connections * spec.streams
     n = max(slots * 4, int(warm_stats["rps"] * args.duration))
     log_path = TMP / f"h2load-{spec.key}.tsv"
-    with Sampler(server) as sampler:
+    with Sampler(server, db) as sampler:
         proc = subprocess.run(h2load_cmd(spec, url, ["-n", str(n), "--log-file", str(log_path)]), capture_output=True,
                               text=True, timeout=args.duration * 10 + 60)
     stats = parse_h2load(proc.stdout)
@@ -624,15 +740,9 @@ def loadgen_config(spec: Scenario, server: ServerProcess, args, *, rate: float =
             "warmup_s": args.warmup, "duration_s": args.duration, "counter_start": 0}
 
 
-def fresh_rows(database: str, prefix: str) -> dict:
-    rows = sql("SELECT status, COUNT(*) FROM payments WHERE caller_service=%s AND request_id LIKE %s GROUP BY status",
-               (CALLER, prefix + "%"), database)
-    return {str(status): int(count) for status, count in rows}
-
-
-def run_loadgen_scenario(spec: Scenario, server: ServerProcess, args, database: str) -> dict:
+def run_loadgen_scenario(spec: Scenario, server: ServerProcess, args, db: MariaDB | PostgreSQL) -> dict:
     timeout = args.warmup + args.duration + 120
-    with Sampler(server) as sampler:
+    with Sampler(server, db) as sampler:
         main = start_loadgen(loadgen_config(spec, server, args))
         probe = start_loadgen(loadgen_config(spec.probe, server, args, rate=spec.probe_rate)) if spec.probe else None
         res = finish_loadgen(main, timeout)
@@ -656,7 +766,7 @@ def run_loadgen_scenario(spec: Scenario, server: ServerProcess, args, database: 
                                                       "cpu_system_s")}
     if spec.fresh:
         # Every request the generator saw succeed must be a finished row (PENDING=2) in the database.
-        rows = fresh_rows(database, spec.fresh["prefix"])
+        rows = db.count_rows(spec.fresh["prefix"])
         result["db_rows_by_status"] = rows
         result["db_check"] = {"ok_seen_by_generator": res["all_outcomes"].get("ok", 0), "rows_pending": rows.get("2", 0),
                               "rows_total": sum(rows.values())}
@@ -704,22 +814,6 @@ def make_fixtures(server: ServerProcess, api_key: str, tag: str) -> dict:
     return {"get_id": get.payment.id, "replay_grpc": replay_grpc, "replay_http": replay_http}
 
 
-def seed_rows(database: str, target: int) -> int:
-    """Copies the caller's rows (new request_id and callback hash) until there are
-    `target` of them, so that ListPayments reads a table with a few thousand rows."""
-    columns = [r[0] for r in sql("SELECT column_name FROM information_schema.columns WHERE table_schema=%s AND "
-                                 "table_name='payments' AND column_name <> 'id' ORDER BY ordinal_position",
-                                 (database,), database)]
-    select = ", ".join("CONCAT('seed-', UUID())" if c == "request_id" else "UUID()" if c == "provider_callback_hash"
-                       else f"`{c}`" for c in columns)
-    while True:
-        (count,), = sql("SELECT COUNT(*) FROM payments WHERE caller_service=%s", (CALLER,), database)
-        if count >= target:
-            return int(count)
-        sql(f"INSERT INTO payments ({', '.join('`' + c + '`' for c in columns)}) SELECT {select} FROM payments "
-            f"WHERE caller_service=%s LIMIT {target - count}", (CALLER,), database)
-
-
 # ---------------------------------------------------------------------------------
 # machine info
 
@@ -731,7 +825,7 @@ def run_text(cmd: list[str]) -> str:
         return ""
 
 
-def machine_info() -> dict:
+def machine_info(db: MariaDB | PostgreSQL) -> dict:
     cpu_model = ""
     with open("/proc/cpuinfo") as f:
         for line in f:
@@ -743,22 +837,19 @@ def machine_info() -> dict:
     mem_kb = 0
     with open("/proc/meminfo") as f:
         mem_kb = int(f.readline().split()[1])
-    variables = dict(sql("SHOW GLOBAL VARIABLES WHERE Variable_name IN ('innodb_flush_log_at_trx_commit', "
-                         "'innodb_buffer_pool_size', 'sync_binlog', 'log_bin', 'max_connections')"))
     return {
         "nproc": os.cpu_count(),
         "cpu_model": cpu_model,
         "mem_gib": round(mem_kb / 1024 / 1024, 1),
         "kernel": platform.release(),
         "python": platform.python_version(),
-        "mariadb": sql("SELECT VERSION()")[0][0],
-        "mariadb_settings": variables,
+        "database": db.describe(),
         "node": run_text(["node", "--version"]),
         "h2load": run_text(["h2load", "--version"]).splitlines()[0] if shutil.which("h2load") else "",
         "git_commit": run_text(["git", "-C", str(REPO), "rev-parse", "HEAD"]),
         "git_uncommitted_files_in_src": len([line for line in status.splitlines() if line.strip()]),
         "git_diff_src_sha256": hashlib.sha256(diff).hexdigest()[:16] if diff else None,
-        "packages": {name: _version(name) for name in ("grpcio", "aiohttp", "SQLAlchemy", "asyncmy", "aiomysql", "uvloop", "protobuf", "structlog")},
+        "packages": {name: _version(name) for name in ("grpcio", "aiohttp", "SQLAlchemy", "asyncmy", "asyncpg", "uvloop", "protobuf", "structlog")},
         "loadavg_at_start": os.getloadavg(),
     }
 
@@ -804,20 +895,22 @@ def wait_for_quiet(args) -> float:
             return round(busy, 2)
 
 
-def run_fast(server: ServerProcess, scenarios: list[Scenario], args, database: str, out: list) -> None:
+def run_fast(server: ServerProcess, scenarios: list[Scenario], args, db: MariaDB | PostgreSQL, out: list) -> None:
     for spec in scenarios:
         if args.only and not re.search(args.only, spec.key):
             continue
+        if isinstance(db, PostgreSQL) and not POSTGRESQL_SCENARIOS.search(spec.key):
+            continue
         idle_busy = wait_for_quiet(args)
         log(f"  {spec.key} ({spec.generator}, {spec.connections}x{spec.streams}; machine busy before: {idle_busy} cores)")
-        before = global_status()
+        before = db.status_counters()
         verify = verify_grpc(spec, server) if spec.generator == "h2load" and spec.transport == "grpc" else None
         if spec.generator == "h2load":
-            result = run_h2load(spec, server, args)
+            result = run_h2load(spec, server, args, db)
         else:
-            result = run_loadgen_scenario(spec, server, args, database)
-        after = global_status()
-        result["mariadb_global_status_delta"] = {k: after[k] - before[k] for k in after}
+            result = run_loadgen_scenario(spec, server, args, db)
+        after = db.status_counters()
+        result["database_status_delta"] = {k: after[k] - before[k] for k in after}
         if verify is not None:
             result["grpc_verify"] = verify
         result.update(machine_busy_cores_before=idle_busy, key=spec.key, transport=spec.transport, operation=spec.operation, label=spec.label,
@@ -830,7 +923,7 @@ def run_fast(server: ServerProcess, scenarios: list[Scenario], args, database: s
         r = result["resources"]
         log(f"    {result['rps']:.0f} req/s  p50 {fmt(result['p50_ms'])} ms  p99 {fmt(result['p99_ms'])} ms  "
             f"errors {result['errors']}  server {r['cores_server']:.2f} cores  gen {r['cores_generator']:.2f}  "
-            f"db {r['cores_mariadb']:.2f}  other {r['cores_other']:.2f}  rss {r['peak_rss_sum_mb']} MB"
+            f"db {r['cores_database']:.2f}  other {r['cores_other']:.2f}  rss {r['peak_rss_sum_mb']} MB"
             + (f"  | probe p99 {fmt(result['probe']['p99_ms'])} ms" if "probe" in result else ""))
 
 
@@ -840,6 +933,8 @@ def fmt(x, digits=1) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backend", choices=sorted(BACKENDS), default="mariadb",
+                        help="postgresql: the fresh-create and GetPayment rows (and ceilings) on PostgreSQL")
     parser.add_argument("--processes", default="1,2", help="serve --processes values to run (comma-separated)")
     parser.add_argument("--duration", type=float, default=8.0, help="measured seconds per scenario")
     parser.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per scenario")
@@ -863,7 +958,7 @@ def main() -> int:
     parser.add_argument("--render", metavar="JSON", help="only rewrite the README block (table or profile) from a results file")
     args = parser.parse_args()
     if args.render:
-        report = json.loads(Path(args.render).read_text())
+        report = upgrade_report(json.loads(Path(args.render).read_text()))
         if "profiles" in report:
             from profile_run import render  # bench/profile_run.py
 
@@ -884,40 +979,40 @@ def main() -> int:
     started = time.time()
     today = dt.date.today().isoformat()
     tag = uuid.uuid4().hex[:6]
-    database = f"payments_bench_{tag}"
-    sql(f"CREATE DATABASE `{database}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
-    auth = MYSQL_USER + (f":{MYSQL_PASSWORD}" if MYSQL_PASSWORD else "")
-    env = base_env(f"mysql+asyncmy://{auth}@{MYSQL_HOST}:{MYSQL_PORT}/{database}?charset=utf8mb4", args)
+    db = BACKENDS[args.backend](f"payments_bench_{tag}")
+    db.create()
+    env = base_env(db.url(), args)
     servers: list[ServerProcess] = []
     try:
-        log(f"database {database}: migrate, create an API key")
+        log(f"{db.name} database {db.database}: migrate, create an API key")
         cli(env, "db", "migrate")
         api_key = cli(env, "keys", "create", "--service", CALLER).splitlines()[-1].strip()
         if args.profile:
             from profile_run import run_profile  # bench/profile_run.py
 
-            return run_profile(args, env, database, api_key, tag, servers, today)
-        info = machine_info()
+            return run_profile(args, env, db, api_key, tag, servers, today)
+        info = machine_info(db)
         results: list[dict] = []
         lifetimes: list[dict] = []
         fixtures = None
         for processes in [int(p) for p in args.processes.split(",") if p.strip()]:
-            for delay in (0, args.slow_delay_ms):
+            # The slow-provider pass measures the service, not the database: MariaDB only.
+            for delay in (0, args.slow_delay_ms) if isinstance(db, MariaDB) else (0,):
                 server = ServerProcess(env, processes, delay, f"p{processes}-d{delay}-{tag}")
                 servers.append(server)
                 log(f"serve --processes {processes}, sandbox delay {delay} ms")
                 server.start()
                 if fixtures is None:
                     fixtures = make_fixtures(server, api_key, tag)
-                    rows = seed_rows(database, args.seed_rows)
+                    rows = db.seed_rows(args.seed_rows)
                     log(f"fixtures {fixtures}; {rows} rows of caller {CALLER!r}")
                 fast, slow = build_scenarios(args, api_key, fixtures, f"{tag}p{processes}")
-                run_fast(server, fast if delay == 0 else slow, args, database, results)
+                run_fast(server, fast if delay == 0 else slow, args, db, results)
                 hwm = server.hwm_mb()
                 code = server.stop()
                 lifetimes.append({"processes": processes, "delay_ms": delay, "vm_hwm_mb": hwm, "exit_code": code,
                                   "log_tail": server.log_path.read_text()[-2000:]})
-        (rows_total,), = sql("SELECT COUNT(*) FROM payments", database=database)
+        (rows_total,), = db.query("SELECT COUNT(*) FROM payments")
         report = {
             "date": today,
             "started_at": dt.datetime.fromtimestamp(started, dt.UTC).isoformat(timespec="seconds"),
@@ -934,7 +1029,7 @@ def main() -> int:
         if args.only:
             out = TMP / f"{today}-only.json"
         else:
-            out = RESULTS / f"{today}.json"
+            out = RESULTS / (f"{today}.json" if isinstance(db, MariaDB) else f"{today}-{args.backend}.json")
         RESULTS.mkdir(parents=True, exist_ok=True)
         # The key dies with the database, but keep it out of files that get committed.
         out.write_text(json.dumps(report, indent=1, default=str).replace(api_key, "<api key>") + "\n")
@@ -948,8 +1043,8 @@ def main() -> int:
         for server in servers:
             server.stop()
         if not args.keep_db:
-            sql(f"DROP DATABASE IF EXISTS `{database}`")
-            log(f"dropped {database}")
+            db.drop()
+            log(f"dropped {db.database}")
 
 
 # ---------------------------------------------------------------------------------
@@ -982,7 +1077,7 @@ def evaluate_targets(report: dict) -> list[dict]:
 
     r = _best(report, "grpc", "create_fresh")
     if r:
-        add("fresh creates >= 1,000/s over gRPC on MariaDB", r, f"{r['rps']:.0f}/s", r["rps"] >= 1000,
+        add(f"fresh creates >= 1,000/s over gRPC on {report['machine']['database']['name']}", r, f"{r['rps']:.0f}/s", r["rps"] >= 1000,
             f"{r['rps'] / 1000:.0%} of target" if r["rps"] < 1000 else "")
     for transport in ("grpc", "http"):
         r = _best(report, transport, "get")
@@ -1032,20 +1127,20 @@ def render_table(report: dict) -> str:
         + (f" with {m['git_uncommitted_files_in_src']} uncommitted files in src/ (diff sha256 {m['git_diff_src_sha256']})"
            if m["git_uncommitted_files_in_src"] else "")
         + f". Machine: {m['nproc']} cores ({m['cpu_model']}), {m['mem_gib']} GiB; Python {m['python']}, "
-        f"MariaDB {m['mariadb']} (innodb_flush_log_at_trx_commit={m['mariadb_settings'].get('innodb_flush_log_at_trx_commit')}), "
+        f"{m['database']['name']} {m['database']['version']} ({m['database']['durability']}), "
         f"{m['h2load']}, Node {m['node']}.",
         "",
-        f"**The server, MariaDB and the load generator share these {m['nproc']} cores.** "
+        f"**The server, {m['database']['name']} and the load generator share these {m['nproc']} cores.** "
         f"Each row: {report['settings']['warmup']:g} s warm-up, then about {report['settings']['duration']:g} s measured. "
-        "CPU ms/req = CPU time of the server (all its processes) or of MariaDB per request: it moves much less than req/s "
+        "CPU ms/req = CPU time of the server (all its processes) or of the database server per request: it moves much less than req/s "
         "when other work shares the cores, so it is the figure to compare runs by. "
         "CPU cores columns are cores used during the measured run: server = all serve processes (in brackets: cores' worth "
-        "of time its threads were runnable but waiting for a CPU), MariaDB, gen = the load generator, other = "
+        "of time its threads were runnable but waiting for a CPU), DB = the database server, gen = the load generator, other = "
         f"everything else on the machine (⚠ above {DISTURBED_CORES} cores: the row was disturbed, e.g. by someone's "
         f"test run; the runner waited {report.get('quiet_waited_s', 0):.0f} s in all for quiet before scenarios).",
         "",
         "| proc | transport | operation | generator | in flight | req/s | p50 ms | p99 ms | errors | vs ceiling "
-        "| CPU ms/req server; MariaDB | CPU cores server (wait) / MariaDB / gen / other | peak RSS MB (max process; sum) |",
+        "| CPU ms/req server; DB | CPU cores server (wait) / DB / gen / other | peak RSS MB (max process; sum) |",
         "|---:|---|---|---|---:|---:|---:|---:|---:|---:|---|---|---|",
     ]
     for r in report["results"]:
@@ -1063,8 +1158,8 @@ def render_table(report: dict) -> str:
         lines.append(
             f"| {r['processes']} | {r['transport']} | {label} | {gen} | {r['in_flight']} | {r['rps']:.0f} | {fmt(r['p50_ms'])} "
             f"| {fmt(r['p99_ms'])} | {errors} | {fmt(r['ratio_to_ceiling'], 2)} | {cpu_ms(res['cores_server'], r['rps'])}; "
-            f"{cpu_ms(res['cores_mariadb'], r['rps'])} | {res['cores_server']:.2f} "
-            f"({res['cores_server_runqueue_wait']:.2f}) / {res['cores_mariadb']:.2f} / {res['cores_generator']:.2f} / "
+            f"{cpu_ms(res['cores_database'], r['rps'])} | {res['cores_server']:.2f} "
+            f"({res['cores_server_runqueue_wait']:.2f}) / {res['cores_database']:.2f} / {res['cores_generator']:.2f} / "
             f"{res['cores_other']:.2f}{' ⚠' if res['cores_other'] > DISTURBED_CORES else ''} | {rss} |")
         if "probe" in r:
             p = r["probe"]
@@ -1104,7 +1199,20 @@ def replace_block(text: str, begin: str, end: str, body: str) -> str:
 def write_readme(report: dict, json_path: Path) -> None:
     text = README.read_text() if README.exists() else "# Benchmarks\n"
     body = render_table(report) + f"\n\nRaw figures: `{json_path.relative_to(BENCH)}`."
-    README.write_text(replace_block(text, GEN_BEGIN, GEN_END, body))
+    begin, end = (GEN_BEGIN, GEN_END) if report["machine"]["database"]["name"] == "MariaDB" else (PG_BEGIN, PG_END)
+    README.write_text(replace_block(text, begin, end, body))
+
+
+def upgrade_report(report: dict) -> dict:
+    """Results files written before --backend named MariaDB's figures after it."""
+    m = report["machine"]
+    if "mariadb" in m:
+        settings = m.pop("mariadb_settings")
+        m["database"] = {"name": "MariaDB", "version": m.pop("mariadb"), "settings": settings,
+                         "durability": f"innodb_flush_log_at_trx_commit={settings.get('innodb_flush_log_at_trx_commit')}"}
+        for r in report["results"]:
+            r["resources"]["cores_database"] = r["resources"].pop("cores_mariadb")
+    return report
 
 
 if __name__ == "__main__":

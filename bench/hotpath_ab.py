@@ -119,7 +119,8 @@ async def main(args) -> dict:
     tmp = Path(tempfile.mkdtemp())
     database = new_database(args.backend, tmp)
     try:
-        settings = load_settings(base_env(database.url, MYSQL_MAX_OPEN_CONNS=str(args.concurrency)), base_dir=tmp)
+        settings = load_settings(base_env(database.url, MYSQL_MAX_OPEN_CONNS=str(args.concurrency),
+                                          PAYMENTS_CREATE_GROUP_MAX=str(args.create_group_max)), base_dir=tmp)
         container = build_container(settings)
         await migrate(container.db)
         service = container.service
@@ -159,6 +160,7 @@ if __name__ == "__main__":
     parser.add_argument("--ops", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--create-group-max", type=int, default=32, help="PAYMENTS_CREATE_GROUP_MAX (1: group commit off)")
     args = parser.parse_args()
     out = uvloop.run(main(args))
     print(json.dumps({"backend": args.backend, **out}, indent=1))

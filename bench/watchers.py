@@ -24,7 +24,7 @@ from live_common import RESULTS, cli, cpu_seconds, env_for, fresh_database, log,
 
 from payments_svc.gen import payments_pb2 as pb
 from payments_svc.gen import payments_pb2_grpc
-from payments_svc.providers.sandbox import sign
+from payments_svc.providers.sandbox.provider import sign
 
 SECRET = "whsec_bench_watchers"
 CHANNELS = 8  # HTTP/2 connections the watchers are spread over (100+ streams each)

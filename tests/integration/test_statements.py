@@ -76,8 +76,8 @@ async def test_a_reserve_with_a_taken_key_writes_nothing(service):  # noqa: F811
                                   utcnow())
     try:
         async with service.db.transaction() as conn:
-            await PaymentRepository(conn).reserve(values, dict(
-                event_type="payment_created", old_status=None, new_status=PaymentStatus.CREATED, now=utcnow()))
+            await PaymentRepository(conn).reserve([(values, dict(
+                event_type="payment_created", old_status=None, new_status=PaymentStatus.CREATED, now=utcnow()))])
         raise AssertionError("the taken key was reserved again")
     except DuplicatePaymentKey:
         pass

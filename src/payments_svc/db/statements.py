@@ -174,12 +174,12 @@ async def insert(conn: AsyncConnection, stmt: Statement, params: dict[str, Any])
 
 
 async def batch(conn: AsyncConnection, steps: Sequence[tuple[Statement, dict[str, Any]]], *,
-                commit: bool = False) -> tuple[list[int], int | None]:
+                commit: bool = False) -> tuple[list[int], list[int]]:
     """Runs statements in order that each go on only if the one before matched exactly
     one row (the caller's conditional UPDATE, then the rows that record it): the
     statements after the first must be written for that (MySQL: their own form that
     checks `ROW_COUNT() = 1`). Returns each statement's row count (0: did not run) and,
-    on MySQL, the first one's new row id (if it is an INSERT; else None).
+    on MySQL, each one's new row id (0 where it inserted none; elsewhere no ids: []).
 
     MySQL/MariaDB: one round trip for all of them, and with `commit` the transaction's
     COMMIT too: the caller's transaction is over when this returns, so nothing else may
@@ -190,7 +190,7 @@ async def batch(conn: AsyncConnection, steps: Sequence[tuple[Statement, dict[str
         counts: list[int] = []
         for stmt, params in steps:
             counts.append(0 if counts and counts[-1] != 1 else await execute(conn, stmt, params))
-        return counts, None
+        return counts, []
     driver = _driver(conn)
     cursor = await driver.cursor()
     sql, args = [], []
@@ -201,14 +201,15 @@ async def batch(conn: AsyncConnection, steps: Sequence[tuple[Statement, dict[str
     if commit:
         sql.append("COMMIT")
     await cursor.execute(";\n".join(sql), args)
-    counts, first_id = [cursor.rowcount], cursor.lastrowid or None
+    counts, ids = [cursor.rowcount], [cursor.lastrowid]
     while await cursor.nextset():
         counts.append(cursor.rowcount)
+        ids.append(cursor.lastrowid)
     if commit:
         # The COMMIT answered "no transaction": asyncmy keeps its previous server status
         # when the new one is 0, so say it here (engine._commit_if_open reads it).
         driver.server_status &= ~_SERVER_STATUS_IN_TRANS
-    return counts[:len(steps)], first_id
+    return counts[:len(steps)], ids[:len(steps)]
 
 
 def is_integrity_error(exc: BaseException) -> bool:

@@ -135,28 +135,36 @@ class PaymentRepository:
             raise
         return Payment(id=payment_id, **values)
 
-    async def reserve(self, values: dict[str, Any], event: dict[str, Any]) -> Payment:
-        """A create's first transaction, the whole of it: the new row (as `insert`) and
-        its first event (events.event_row's arguments, without payment_id). On MySQL the
-        transaction's COMMIT goes with them (one round trip): nothing may follow."""
-        row = _column_values(values)
-        event_row = events.event_row(payment_id=None, **event)
+    async def reserve(self, creates: Sequence[tuple[dict[str, Any], dict[str, Any]]]) -> list[Payment]:
+        """Creates' first transaction, the whole of it: for each create its new row
+        (values as `insert`) and its first event (events.event_row's arguments, without
+        payment_id). All or nothing: one taken key raises DuplicatePaymentKey and writes
+        nothing. On MySQL the transaction's COMMIT goes with them (one round trip):
+        nothing may follow."""
+        rows = [(_column_values(values), events.event_row(payment_id=None, **event)) for values, event in creates]
         dialect = self.conn.dialect.name
         try:
             if dialect == "mysql":
-                _, payment_id = await st.batch(self.conn, [(_INSERT, row), (_RESERVE_EVENT_MYSQL, event_row)], commit=True)
+                steps = [step for row, event_row in rows for step in ((_INSERT, row), (_RESERVE_EVENT_MYSQL, event_row))]
+                _, ids = await st.batch(self.conn, steps, commit=True)
+                payment_ids = ids[::2]
             elif dialect == "postgresql":
-                row.update(("event_" + name, event_row[name]) for name in events.EVENT_VALUES)
-                [(payment_id,)] = await st.fetch_all(self.conn, _RESERVE_POSTGRES, row)
+                payment_ids = []
+                for row, event_row in rows:
+                    row.update(("event_" + name, event_row[name]) for name in events.EVENT_VALUES)
+                    [(payment_id,)] = await st.fetch_all(self.conn, _RESERVE_POSTGRES, row)
+                    payment_ids.append(payment_id)
             else:
-                payment_id = await st.insert(self.conn, _INSERT, row)
-                event_row["payment_id"] = payment_id
-                await st.execute(self.conn, events.INSERT, event_row)
+                payment_ids = []
+                for row, event_row in rows:
+                    event_row["payment_id"] = await st.insert(self.conn, _INSERT, row)
+                    await st.execute(self.conn, events.INSERT, event_row)
+                    payment_ids.append(event_row["payment_id"])
         except Exception as exc:
             if st.is_integrity_error(exc):
                 raise DuplicatePaymentKey() from exc
             raise
-        return Payment(id=payment_id, **values)
+        return [Payment(id=payment_id, **values) for payment_id, (values, _) in zip(payment_ids, creates, strict=True)]
 
     async def get(self, payment_id: int, *, for_update: bool = False) -> Payment | None:
         if payment_id > MAX_ROW_ID:

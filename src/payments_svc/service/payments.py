@@ -48,6 +48,7 @@ from ..resilience.guard import ensure_available
 from ..resilience.quotas import Quotas
 from ..resilience.routing import Router, Rule
 from . import audit
+from .create_groups import CreateGroups
 from .provider_events import CallbackOutcome, ProviderCallbacks
 from .refunds import RefundResult, RefundService, validate_refund
 from .status_changes import ConcurrentUpdate, StatusChange, apply_status_change
@@ -72,6 +73,7 @@ class PaymentService:
         self.settings = settings
         self.quotas = quotas
         self.router = Router(settings.resilience.routing_rules)
+        self.create_groups = CreateGroups(db, max_group=settings.create_group_max)
         self.callbacks = ProviderCallbacks(self)
         self.refunds = RefundService(self)
 
@@ -112,11 +114,9 @@ class PaymentService:
         now = utcnow()
         values = self._new_payment(cmd, provider, fingerprint, now)
         try:
-            async with self.db.transaction() as conn:
-                payment = await PaymentRepository(conn).reserve(values, dict(
-                    event_type="payment_created", old_status=None, new_status=PaymentStatus.CREATED, now=now,
-                    message=routed,
-                ))
+            payment = await self.create_groups.reserve(values, dict(
+                event_type="payment_created", old_status=None, new_status=PaymentStatus.CREATED, now=now, message=routed,
+            ))
         except DuplicatePaymentKey:
             async with self.db.read() as conn:
                 existing = await PaymentRepository(conn).find_by_key(cmd.caller_service, cmd.request_id)

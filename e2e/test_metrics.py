@@ -18,7 +18,7 @@ METRIC_FAMILIES = (
     "payments_http_request_duration_seconds",
     "payments_grpc_requests_total",
     "payments_grpc_request_duration_seconds",
-    "payments_create_group_size",
+    "payments_group_commit_size",
     "payments_status_transitions_total",
     "payments_provider_calls_total",
     "payments_provider_call_duration_seconds",

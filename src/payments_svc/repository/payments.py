@@ -223,6 +223,27 @@ class PaymentRepository:
         counts, _ = await st.batch(self.conn, [(stmt, params), *then], commit=commit)
         return counts[0] == 1
 
+    async def update_each_if_status(
+        self, updates: Sequence[tuple[int, PaymentStatus, dict[str, Any], Sequence[tuple[st.Statement, dict[str, Any]]]]]
+    ) -> list[bool]:
+        """Several update_if_status (payment id, expected status, values, then) that each
+        apply or not on their own, and end the transaction: on MySQL all of them and the
+        COMMIT in one round trip. Whether each applied."""
+        chains = []
+        for payment_id, expected, values, then in updates:
+            params = _column_values(values)
+            stmt = _update_if_status_statement(frozenset(params))
+            params.update(where_id=payment_id, where_status=int(expected))
+            chains.append([(stmt, params), *then])
+        if self.conn.dialect.name != "mysql":
+            return [(await st.batch(self.conn, chain))[0][0] == 1 for chain in chains]
+        counts, _ = await st.batch(self.conn, [step for chain in chains for step in chain], commit=True)
+        applied, at = [], 0
+        for chain in chains:
+            applied.append(counts[at] == 1)
+            at += len(chain)
+        return applied
+
     async def claim_create_lease(
         self, payment_id: int, seen_lease_until: datetime | None, now: datetime, lease_until: datetime
     ) -> bool:

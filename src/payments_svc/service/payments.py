@@ -48,10 +48,10 @@ from ..resilience.guard import ensure_available
 from ..resilience.quotas import Quotas
 from ..resilience.routing import Router, Rule
 from . import audit
-from .create_groups import CreateGroups
+from .group_commit import GroupCommit
 from .provider_events import CallbackOutcome, ProviderCallbacks
 from .refunds import RefundResult, RefundService, validate_refund
-from .status_changes import ConcurrentUpdate, StatusChange, apply_status_change
+from .status_changes import ConcurrentUpdate, StatusChange, apply_status_change, plan_transition, write_transitions
 
 log = structlog.get_logger("payments.service")
 
@@ -73,7 +73,10 @@ class PaymentService:
         self.settings = settings
         self.quotas = quotas
         self.router = Router(settings.resilience.routing_rules)
-        self.create_groups = CreateGroups(db, max_group=settings.create_group_max)
+        # Group commit of the create's two transactions (group_commit.py).
+        self.reserves = GroupCommit(db, "reserve", lambda conn, creates: PaymentRepository(conn).reserve(creates),
+                                    max_group=settings.create_group_max, alone_after=DuplicatePaymentKey)
+        self.finishes = GroupCommit(db, "finish", write_transitions, max_group=settings.create_group_max)
         self.callbacks = ProviderCallbacks(self)
         self.refunds = RefundService(self)
 
@@ -114,9 +117,9 @@ class PaymentService:
         now = utcnow()
         values = self._new_payment(cmd, provider, fingerprint, now)
         try:
-            payment = await self.create_groups.reserve(values, dict(
+            payment = await self.reserves.submit((values, dict(
                 event_type="payment_created", old_status=None, new_status=PaymentStatus.CREATED, now=now, message=routed,
-            ))
+            )))
         except DuplicatePaymentKey:
             async with self.db.read() as conn:
                 existing = await PaymentRepository(conn).find_by_key(cmd.caller_service, cmd.request_id)
@@ -219,12 +222,10 @@ class PaymentService:
             create_lease_until=None,
         )
         change = StatusChange(checkout.initial_status, "checkout_created", values=values, announce=False)
-        try:
-            # The common case in one round of statements: the row is still the CREATED one we hold.
-            async with self.db.transaction() as conn:
-                return await apply_status_change(conn, payment, change, utcnow(), last=True)
-        except ConcurrentUpdate:
-            pass
+        # The common case, grouped with other creates' finishes: the row is still the CREATED one we hold.
+        transition = plan_transition(payment, change, utcnow())
+        if transition is not None and await self.finishes.submit(transition):
+            return transition.applied()
 
         def decide(current: Payment) -> StatusChange | None:
             if current.status != PaymentStatus.CREATED:

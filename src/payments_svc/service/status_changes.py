@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .. import metrics
+from ..db.statements import Statement
 from ..domain.enums import PaymentStatus
 from ..domain.payment import Payment
 from ..domain.transitions import can_transition, is_paid_after_end
@@ -40,53 +41,33 @@ class ConcurrentUpdate(Exception):
     """The row's status changed since it was read; re-read and decide again."""
 
 
-async def apply_status_change(conn: AsyncConnection, payment: Payment, change: StatusChange, now: datetime, *,
-                              last: bool = False) -> Payment:
-    """Returns the payment as it is after the change (unchanged when the table forbids
-    the change, which is recorded instead). Raises ConcurrentUpdate. `last`: nothing
-    follows in the transaction, which may then end with the change's statements (on
-    MySQL, in the same round trip)."""
+@dataclass(slots=True)
+class Transition:
+    """A change of status the transition table allows, as what writes it: the conditional
+    UPDATE's values and the rows that record it (event, callback), written only if it applies."""
+
+    payment: Payment
+    new_status: PaymentStatus
+    values: dict[str, Any]
+    record: list[tuple[Statement, dict[str, Any]]]
+
+    def applied(self) -> Payment:
+        """The payment after its UPDATE applied."""
+        # Counted at the UPDATE: a rollback after it (a lost connection) would over-count by one, rarely.
+        metrics.STATUS_TRANSITIONS.labels(self.payment.status.name, self.new_status.name).inc()
+        return dataclasses.replace(self.payment, **self.values)
+
+
+def plan_transition(payment: Payment, change: StatusChange, now: datetime) -> Transition | None:
+    """The change as a Transition; None when it changes no status or the table forbids it
+    (apply_status_change records those instead)."""
     old = payment.status
     new = old if change.new_status is None else change.new_status
-    repo, events = PaymentRepository(conn), EventRepository(conn)
-
     if old == new or not can_transition(old, new):
-        paid_after_end = is_paid_after_end(old, new)
-        attention = paid_after_end or change.needs_attention
-        # A refused change must not leave its side values behind (a late failure's
-        # reason on a paid payment); only a same-status event updates other columns.
-        values = dict(change.values) if old == new else {}
-        if attention:
-            values["attention_required"] = True
-        if values:
-            values["updated_at"] = now
-            if not await repo.update_if_status(payment.id, old, values):
-                raise ConcurrentUpdate()
-        if old == new:
-            message = change.message
-        elif paid_after_end:
-            message = f"provider reports {new.name} but the payment is already {old.name}: money may have been taken, refund or reconcile by hand"
-        else:
-            message = f"ignored: {old.name} -> {new.name} is not an allowed transition"
-        await events.add(
-            payment_id=payment.id,
-            event_type=change.event_type,
-            old_status=old,
-            new_status=old,
-            now=now,
-            provider_event_id=change.provider_event_id,
-            needs_attention=attention,
-            message=message,
-            payload=change.payload,
-        )
-        if old == new and change.announce:
-            await _announce(conn, payment, old, change, now)
-        return dataclasses.replace(payment, **values) if values else payment
-
+        return None
     values = {"status": new, "updated_at": now, **change.values}
     if change.needs_attention:
         values["attention_required"] = True
-    # The UPDATE, its event and its callback, written only if the UPDATE applied.
     record = [(event_rows.INSERT_AFTER_UPDATE, event_rows.event_row(
         payment_id=payment.id,
         event_type=change.event_type,
@@ -103,11 +84,64 @@ async def apply_status_change(conn: AsyncConnection, payment: Payment, change: S
             payment_id=payment.id, caller_service=payment.caller_service,
             event_type=change.callback_type or "payment." + new.name.lower(), payment_status=new, now=now,
         )))
-    if not await repo.update_if_status(payment.id, old, values, then=record, commit=last):
-        raise ConcurrentUpdate()
-    # Counted at the UPDATE: a rollback after it (a lost connection) would over-count by one, rarely.
-    metrics.STATUS_TRANSITIONS.labels(old.name, new.name).inc()
-    return dataclasses.replace(payment, **values)
+    return Transition(payment, new, values, record)
+
+
+async def write_transitions(conn: AsyncConnection, transitions: list[Transition]) -> list[bool]:
+    """Several transitions, each applying or not on its own, ending the transaction (MySQL:
+    one round trip with its COMMIT); whether each applied (the caller then calls `applied()`)."""
+    return await PaymentRepository(conn).update_each_if_status(
+        [(t.payment.id, t.payment.status, t.values, t.record) for t in transitions])
+
+
+async def apply_status_change(conn: AsyncConnection, payment: Payment, change: StatusChange, now: datetime, *,
+                              last: bool = False) -> Payment:
+    """Returns the payment as it is after the change (unchanged when the table forbids
+    the change, which is recorded instead). Raises ConcurrentUpdate. `last`: nothing
+    follows in the transaction, which may then end with the change's statements (on
+    MySQL, in the same round trip)."""
+    transition = plan_transition(payment, change, now)
+    if transition is not None:
+        if not await PaymentRepository(conn).update_if_status(payment.id, payment.status, transition.values,
+                                                              then=transition.record, commit=last):
+            raise ConcurrentUpdate()
+        return transition.applied()
+
+    old = payment.status
+    new = old if change.new_status is None else change.new_status
+    repo, events = PaymentRepository(conn), EventRepository(conn)
+    # No status change, or one the table forbids: recorded as an event; the status stays.
+    paid_after_end = is_paid_after_end(old, new)
+    attention = paid_after_end or change.needs_attention
+    # A refused change must not leave its side values behind (a late failure's
+    # reason on a paid payment); only a same-status event updates other columns.
+    values = dict(change.values) if old == new else {}
+    if attention:
+        values["attention_required"] = True
+    if values:
+        values["updated_at"] = now
+        if not await repo.update_if_status(payment.id, old, values):
+            raise ConcurrentUpdate()
+    if old == new:
+        message = change.message
+    elif paid_after_end:
+        message = f"provider reports {new.name} but the payment is already {old.name}: money may have been taken, refund or reconcile by hand"
+    else:
+        message = f"ignored: {old.name} -> {new.name} is not an allowed transition"
+    await events.add(
+        payment_id=payment.id,
+        event_type=change.event_type,
+        old_status=old,
+        new_status=old,
+        now=now,
+        provider_event_id=change.provider_event_id,
+        needs_attention=attention,
+        message=message,
+        payload=change.payload,
+    )
+    if old == new and change.announce:
+        await _announce(conn, payment, old, change, now)
+    return dataclasses.replace(payment, **values) if values else payment
 
 
 async def _announce(conn: AsyncConnection, payment: Payment, status: PaymentStatus, change: StatusChange, now: datetime) -> None:

@@ -1,0 +1,142 @@
+"""Group commit of creates' reserves and finishes (service/group_commit.py) on SQLite,
+MariaDB and PostgreSQL: concurrent creates share transactions yet each gets its own
+payment, events and status; a taken key in a group refuses only its own create; a finish
+whose payment was canceled meanwhile does not apply while the others in its group do; a
+create whose caller went away is still written; a database fault reaches every create of
+the group."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import sqlalchemy as sa
+
+from payments_svc.clock import utcnow
+from payments_svc.db.tables import payment_events, payments
+from payments_svc.domain.enums import PaymentStatus
+from payments_svc.domain.errors import ServiceUnavailableError
+from payments_svc.repository.payments import DuplicatePaymentKey, PaymentRepository
+from payments_svc.service.group_commit import GroupCommit
+from payments_svc.service.status_changes import StatusChange, plan_transition, write_transitions
+
+from ..support import wait_until
+from .test_payment_service import SHOP, command, service  # noqa: F401  (fixture)
+from .test_statements import _events
+
+
+def _create(service, request_id: str) -> tuple[dict, dict]:  # noqa: F811  (the fixture's name)
+    now = utcnow()
+    values = service._new_payment(command(request_id).normalized(), service.providers.resolve(0), f"fp-{request_id}", now)
+    return values, dict(event_type="payment_created", old_status=None, new_status=PaymentStatus.CREATED, now=now)
+
+
+async def _counts(service) -> tuple[int, int]:  # noqa: F811
+    async with service.db.read() as conn:
+        rows = (await conn.execute(sa.select(sa.func.count()).select_from(payments))).scalar()
+        created = (await conn.execute(sa.select(sa.func.count()).select_from(payment_events)
+                                      .where(payment_events.c.event_type == "payment_created"))).scalar()
+    return rows, created
+
+
+@pytest.fixture
+def group_sizes(monkeypatch) -> dict[str, list[int]]:
+    """The size of every reserve and finish transaction written."""
+    sizes: dict[str, list[int]] = {"reserve": [], "finish": []}
+    reserve, finish = PaymentRepository.reserve, PaymentRepository.update_each_if_status
+
+    async def reserved(self, creates):
+        sizes["reserve"].append(len(creates))
+        return await reserve(self, creates)
+
+    async def finished(self, updates):
+        sizes["finish"].append(len(updates))
+        return await finish(self, updates)
+
+    monkeypatch.setattr(PaymentRepository, "reserve", reserved)
+    monkeypatch.setattr(PaymentRepository, "update_each_if_status", finished)
+    return sizes
+
+
+async def test_concurrent_creates_share_transactions_and_each_gets_its_own_payment(service, group_sizes):  # noqa: F811
+    results = await asyncio.gather(*(service.create_payment(SHOP, command(f"grouped-{i}")) for i in range(40)))
+    assert sorted(r.payment.request_id for r in results) == sorted(f"grouped-{i}" for i in range(40))
+    assert len({r.payment.id for r in results}) == 40
+    assert all(r.payment.status == PaymentStatus.PENDING and not r.replayed for r in results)
+    for kind in ("reserve", "finish"):  # grouped, every create once
+        assert sum(group_sizes[kind]) == 40 and max(group_sizes[kind]) > 1, group_sizes
+        assert max(group_sizes[kind]) <= service.settings.create_group_max
+    assert await _counts(service) == (40, 40)
+    async with service.db.read() as conn:  # each payment the one its caller was told about, PENDING with its checkout
+        for r in results:
+            stored = await PaymentRepository(conn).get(r.payment.id)
+            assert (stored.request_id, stored.caller_service) == (r.payment.request_id, "shop")
+            assert stored.status == PaymentStatus.PENDING and stored.provider_payment_id == r.payment.provider_payment_id
+            assert stored.create_lease_until is None
+    for r in results[:5]:
+        assert await _events(service, r.payment.id) == ["payment_created", "checkout_created"]
+
+
+async def test_a_taken_key_in_a_group_refuses_only_its_own_create(service, group_sizes):  # noqa: F811
+    groups = GroupCommit(service.db, "reserve", lambda conn, creates: PaymentRepository(conn).reserve(creates),
+                         max_group=32, max_in_flight=1, alone_after=DuplicatePaymentKey)  # "a" alone, the rest together
+    await groups.submit(_create(service, "taken"))
+    creates = [_create(service, key) for key in ("a", "b", "taken", "c", "d")]
+    outcomes = await asyncio.gather(*(groups.submit(c) for c in creates), return_exceptions=True)
+    refused = [i for i, o in enumerate(outcomes) if isinstance(o, DuplicatePaymentKey)]
+    assert refused == [2], outcomes
+    assert [o.request_id for i, o in enumerate(outcomes) if i != 2] == ["a", "b", "c", "d"]
+    # The group [b, taken, c, d] was rolled back, then written one by one.
+    assert group_sizes["reserve"] == [1, 1, 4, 1, 1, 1, 1], group_sizes
+    assert await _counts(service) == (5, 5)  # no row or event of the rolled-back group left behind
+
+
+async def test_a_create_whose_caller_went_away_is_still_written(service):  # noqa: F811
+    blocker = asyncio.ensure_future(asyncio.gather(*(service.reserves.submit(_create(service, f"busy-{i}"))
+                                                     for i in range(2))))
+    left = asyncio.ensure_future(service.reserves.submit(_create(service, "left")))
+    await asyncio.sleep(0)  # queued behind the two transactions in flight
+    left.cancel()
+    await blocker
+    with pytest.raises(asyncio.CancelledError):
+        await left
+
+    async def stored():
+        async with service.db.read() as conn:
+            return await PaymentRepository(conn).find_by_key("shop", "left")
+
+    payment = await wait_until(stored)
+    assert payment.status == PaymentStatus.CREATED and payment.create_lease_until is not None  # a retry or reconcile finishes it
+
+
+async def test_a_database_fault_reaches_every_create_of_the_group(service, monkeypatch):  # noqa: F811
+    async def away(self, creates):
+        raise ServiceUnavailableError("database unavailable; retry")
+
+    monkeypatch.setattr(PaymentRepository, "reserve", away)
+    outcomes = await asyncio.gather(*(service.reserves.submit(_create(service, f"f-{i}")) for i in range(6)),
+                                    return_exceptions=True)
+    assert all(isinstance(o, ServiceUnavailableError) for o in outcomes), outcomes
+    monkeypatch.undo()
+    assert await _counts(service) == (0, 0)
+    assert (await service.reserves.submit(_create(service, "after"))).request_id == "after"  # not stuck
+
+
+async def test_a_finish_in_a_group_applies_only_if_its_payment_is_still_created(service, group_sizes):  # noqa: F811
+    reserved = [await service.reserves.submit(_create(service, f"fin-{i}")) for i in range(4)]
+    await service.cancel_payment(SHOP, reserved[1].id, "changed mind")  # canceled while "the provider was called"
+    groups = GroupCommit(service.db, "finish", write_transitions, max_group=32, max_in_flight=1)
+    transitions = [plan_transition(p, StatusChange(PaymentStatus.PENDING, "checkout_created", values={
+        "provider_payment_id": f"pp-{p.id}", "checkout_url": f"https://pay.example/{p.id}", "create_lease_until": None,
+    }, announce=False), utcnow()) for p in reserved]
+    applied = await asyncio.gather(*(groups.submit(t) for t in transitions))
+    assert applied == [True, False, True, True]
+    assert group_sizes["finish"] == [1, 3], group_sizes  # the first alone, the rest together
+    async with service.db.read() as conn:
+        stored = [await PaymentRepository(conn).get(p.id) for p in reserved]
+    assert [p.status for p in stored] == [PaymentStatus.PENDING, PaymentStatus.CANCELED, PaymentStatus.PENDING,
+                                          PaymentStatus.PENDING]
+    assert stored[1].provider_payment_id is None  # nothing of the finish that did not apply
+    assert [p.provider_payment_id for p in stored[2:]] == [f"pp-{p.id}" for p in reserved[2:]]
+    assert await _events(service, reserved[1].id) == ["payment_created", "payment_canceled"]
+    assert await _events(service, reserved[2].id) == ["payment_created", "checkout_created"]

@@ -87,16 +87,9 @@ class MariaDB:
         self.database = database
 
     def query(self, statement: str, args=None, *, in_database: bool = True) -> list[tuple]:
-        import pymysql
+        from live_common import sql  # bench/live_common.py: one connection per statement
 
-        conn = pymysql.connect(host=MYSQL_HOST, port=MYSQL_PORT, user=MYSQL_USER, password=MYSQL_PASSWORD,
-                               database=self.database if in_database else None, autocommit=True, connect_timeout=5)
-        try:
-            with conn.cursor() as cur:
-                cur.execute(statement, args)
-                return list(cur.fetchall())
-        finally:
-            conn.close()
+        return sql(statement, args, self.database if in_database else None)
 
     def url(self) -> str:
         auth = MYSQL_USER + (f":{MYSQL_PASSWORD}" if MYSQL_PASSWORD else "")

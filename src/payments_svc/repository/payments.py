@@ -215,12 +215,10 @@ class PaymentRepository:
         the row still has the status the caller decided on. `then`: the rows that record
         it (their INSERT_AFTER_UPDATE statements), written only if it applied, in the same
         round trip on MySQL; `commit`: the transaction ends with them (statements.batch)."""
-        params = _column_values(values)
-        stmt = _update_if_status_statement(frozenset(params))
-        params.update(where_id=payment_id, where_status=int(expected))
-        if not then and not commit:
-            return await st.execute(self.conn, stmt, params) == 1
-        counts, _ = await st.batch(self.conn, [(stmt, params), *then], commit=commit)
+        chain = _update_chain(payment_id, expected, values, then)
+        if len(chain) == 1 and not commit:
+            return await st.execute(self.conn, *chain[0]) == 1
+        counts, _ = await st.batch(self.conn, chain, commit=commit)
         return counts[0] == 1
 
     async def update_each_if_status(
@@ -229,12 +227,7 @@ class PaymentRepository:
         """Several update_if_status (payment id, expected status, values, then) that each
         apply or not on their own, and end the transaction: on MySQL all of them and the
         COMMIT in one round trip. Whether each applied."""
-        chains = []
-        for payment_id, expected, values, then in updates:
-            params = _column_values(values)
-            stmt = _update_if_status_statement(frozenset(params))
-            params.update(where_id=payment_id, where_status=int(expected))
-            chains.append([(stmt, params), *then])
+        chains = [_update_chain(*update) for update in updates]
         if self.conn.dialect.name != "mysql":
             return [(await st.batch(self.conn, chain))[0][0] == 1 for chain in chains]
         counts, _ = await st.batch(self.conn, [step for chain in chains for step in chain], commit=True)
@@ -250,6 +243,15 @@ class PaymentRepository:
         """Takes over an unfinished create whose lease ran out; only one claimer wins."""
         params = {"where_id": payment_id, "seen_lease_until": seen_lease_until, "now": now, "lease_until": lease_until}
         return await st.execute(self.conn, _CLAIM_LEASE[seen_lease_until is not None], params) == 1
+
+
+def _update_chain(payment_id: int, expected: PaymentStatus, values: dict[str, Any],
+                  then: Sequence[tuple[st.Statement, dict[str, Any]]]) -> list[tuple[st.Statement, dict[str, Any]]]:
+    """update_if_status's conditional UPDATE followed by the rows that record it."""
+    params = _column_values(values)
+    stmt = _update_if_status_statement(frozenset(params))
+    params.update(where_id=payment_id, where_status=int(expected))
+    return [(stmt, params), *then]
 
 
 def _column_values(values: dict[str, Any]) -> dict[str, Any]:

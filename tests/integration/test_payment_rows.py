@@ -1,17 +1,23 @@
 """The payments table's conditional writes through PaymentRepository, on SQLite and MariaDB:
 taking over an unfinished create (only the one row, only while CREATED, only if its lease is
 the one seen and has run out) and the status-change UPDATE that applies only on the expected
-status; lookups by callback hash are per provider."""
+status; lookups by callback hash are per provider; a conditional UPDATE that waits on a row
+whose holder then changes its status finds the change instead of deadlocking (MariaDB,
+PostgreSQL)."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
+
+import pytest
 
 from payments_svc.clock import utcnow
 from payments_svc.db.tables import payments
 from payments_svc.domain.enums import PaymentStatus, ProviderType
 from payments_svc.repository.payments import PaymentRepository
 
+from ..conftest import ALL_BACKENDS
 from .test_payment_service import SHOP, command, service  # noqa: F401  (fixture)
 
 NOW = utcnow().replace(microsecond=0)
@@ -78,3 +84,28 @@ async def test_a_payment_is_read_with_its_latest_callback_delivery_if_any(servic
         payment, delivery = await PaymentRepository(conn).get_with_latest_delivery(p.id)
     assert (payment.status, delivery.payment_id, delivery.event_type, delivery.payment_status) == (
         PaymentStatus.CANCELED, p.id, "payment.canceled", PaymentStatus.CANCELED)
+
+
+@pytest.mark.parametrize("database", ALL_BACKENDS[1:], indirect=True)  # SQLite: one writer at a time, no overlap
+async def test_a_conditional_update_waiting_on_a_locked_row_does_not_deadlock_with_its_holder(service):  # noqa: F811
+    """A cancel's UPDATE (by id and status, no row lock taken first) waits while a webhook
+    holds the row and then changes its status: the cancel must find the status changed,
+    not deadlock. (On MariaDB the UPDATE once went through the status index and locked its
+    entry first.)"""
+    p = (await service.create_payment(SHOP, command("lock-order"))).payment
+    for _ in range(5):
+        async with service.db.transaction() as holder:
+            await PaymentRepository(holder).get(p.id, for_update=True)  # the webhook's row lock
+
+            async def cancel():
+                async with service.db.transaction() as conn:
+                    return await PaymentRepository(conn).update_if_status(
+                        p.id, PaymentStatus.PENDING, {"status": PaymentStatus.CANCELED, "updated_at": utcnow()})
+
+            waiting = asyncio.ensure_future(cancel())
+            await asyncio.sleep(0.2)  # the cancel is now waiting for the row
+            assert not waiting.done()
+            await PaymentRepository(holder).update_if_status(
+                p.id, PaymentStatus.PENDING, {"status": PaymentStatus.PAID, "updated_at": utcnow()})
+        assert await waiting is False  # PAID meanwhile: not applied, and no deadlock error
+        await _set(service, p.id, status=int(PaymentStatus.PENDING))

@@ -70,10 +70,17 @@ _GET_WITH_LATEST_DELIVERY = st.Statement(
 )
 
 
+# An UPDATE of one payment by id and status: on MySQL/MariaDB it reaches the row by the
+# primary key only. Otherwise MariaDB may read it through idx_payments_status_updated and
+# lock that index entry before the row, which deadlocks against a writer that holds the row
+# (SELECT … FOR UPDATE) and then changes its status or updated_at (seen: a cancel racing a webhook).
+UPDATE_PAYMENT = payments.update().with_hint("FORCE INDEX (PRIMARY)", dialect_name="mysql")
+
+
 def _claim_lease_statement(seen_lease: bool) -> st.Statement:
     lease = _p.create_lease_until
     return st.Statement(
-        payments.update()
+        UPDATE_PAYMENT
         .where(
             _p.id == sa.bindparam("where_id"),
             _p.status == int(PaymentStatus.CREATED),
@@ -91,7 +98,7 @@ _CLAIM_LEASE = {seen: _claim_lease_statement(seen) for seen in (False, True)}
 def _update_if_status_statement(columns: frozenset[str]) -> st.Statement:
     """The conditional status UPDATE setting `columns`, built once per set of columns."""
     return st.Statement(
-        payments.update()
+        UPDATE_PAYMENT
         .where(_p.id == sa.bindparam("where_id"), _p.status == sa.bindparam("where_status"))
         .values({name: sa.bindparam(name, type_=_p[name].type) for name in columns})
     )

@@ -13,6 +13,7 @@ from ..db.engine import conflict_scope
 from ..db.tables import payments, refunds
 from ..domain.enums import PaymentStatus, ProviderType
 from ..domain.refund import Refund, RefundStatus
+from .payments import UPDATE_PAYMENT
 
 
 class DuplicateRefundKey(Exception):
@@ -80,7 +81,7 @@ class RefundRepository:
         """Takes amount_cents off a paid payment's refundable_cents, only if that much is
         left: the one guard that no refunds together exceed what was paid."""
         stmt = (
-            payments.update()
+            UPDATE_PAYMENT
             .where(payments.c.id == payment_id, payments.c.status == int(PaymentStatus.PAID),
                    payments.c.refundable_cents >= amount_cents)
             .values(refundable_cents=payments.c.refundable_cents - amount_cents, updated_at=now)

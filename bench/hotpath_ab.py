@@ -2,8 +2,9 @@
 
 PaymentService (+ CallbackService for GetPayment) + repository + driver on a fresh
 database, no transport: GetPayment (the payment and its latest delivery), a replay of a
-create (same key), ListPayments (limit 20 of 2,000 rows) and fresh creates (sandbox
-provider answering at once). Each operation runs `--ops` times at `--concurrency` in
+create (same key), ListPayments (limit 20 of 2,000 rows), fresh creates (sandbox
+provider answering at once) and cancels of pending payments (a status change with its
+event and callback row, and the cancel's audit row). Each operation runs `--ops` times at `--concurrency` in
 flight on uvloop; the figure is this process' CPU time per operation (best of
 `--repeat` runs), with the database server's CPU per operation over the same run
 (every mariadbd / postgres process on the machine: other work using the database shows
@@ -38,6 +39,7 @@ from payments_svc.auth.caller import Caller  # noqa: E402
 from payments_svc.config import load_settings  # noqa: E402
 from payments_svc.container import build_container  # noqa: E402
 from payments_svc.db.migrate import migrate  # noqa: E402
+from payments_svc.domain.enums import PaymentStatus  # noqa: E402
 from payments_svc.domain.payment import CreatePaymentCommand, ListPaymentsQuery  # noqa: E402
 from payments_svc.service.callbacks import CallbackService  # noqa: E402
 
@@ -120,7 +122,7 @@ async def main(args) -> dict:
     database = new_database(args.backend, tmp)
     try:
         settings = load_settings(base_env(database.url, MYSQL_MAX_OPEN_CONNS=str(args.concurrency),
-                                          PAYMENTS_CREATE_GROUP_MAX=str(args.create_group_max)), base_dir=tmp)
+                                          PAYMENTS_GROUP_COMMIT_MAX=str(args.group_commit_max)), base_dir=tmp)
         container = build_container(settings)
         await migrate(container.db)
         service = container.service
@@ -128,11 +130,23 @@ async def main(args) -> dict:
         first = (await service.create_payment(SHOP, command("fixed"))).payment
         for i in range(2000):
             await service.create_payment(SHOP, command(f"fill-{i}"))
+        pending: list[int] = []
+        refill = asyncio.Lock()
+
+        async def cancel():
+            async with refill:
+                if not pending:  # each cancel its own pending payment (the creates' before it)
+                    page = await service.list_payments(SHOP, ListPaymentsQuery(limit=100, status=PaymentStatus.PENDING))
+                    pending.extend(payment.id for payment in page)
+                payment_id = pending.pop()
+            await service.cancel_payment(SHOP, payment_id, "bench")
+
         operations = {
             "GetPayment": lambda: callbacks.get_payment_with_delivery(SHOP, first.id),
             "replay": lambda: service.create_payment(SHOP, command("fixed")),
             "ListPayments (20)": lambda: service.list_payments(SHOP, list_query()),
             "fresh create": lambda: service.create_payment(SHOP, command(f"new-{next(_ids)}")),
+            "cancel": cancel,
         }
         results: dict = {}
         for name, op in operations.items():
@@ -160,7 +174,7 @@ if __name__ == "__main__":
     parser.add_argument("--ops", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--create-group-max", type=int, default=32, help="PAYMENTS_CREATE_GROUP_MAX (1: group commit off)")
+    parser.add_argument("--group-commit-max", type=int, default=32, help="PAYMENTS_GROUP_COMMIT_MAX (1: group commit off)")
     args = parser.parse_args()
     out = uvloop.run(main(args))
     print(json.dumps({"backend": args.backend, **out}, indent=1))

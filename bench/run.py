@@ -942,7 +942,7 @@ def main() -> int:
     parser.add_argument("--pool", type=int, default=0, help="MYSQL_MAX_OPEN_CONNS (0: the service's default)")
     parser.add_argument("--log-level", default="warning")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                        help="a server setting (environment variable) for an A/B run, e.g. PAYMENTS_CREATE_GROUP_MAX=1")
+                        help="a server setting (environment variable) for an A/B run, e.g. PAYMENTS_GROUP_COMMIT_MAX=1")
     parser.add_argument("--quiet-wait", type=float, default=10.0,
                         help="before each scenario wait up to this many seconds for the machine to be idle")
     parser.add_argument("--quiet-budget", type=float, default=90.0, help="at most this many seconds of such waits per run")

@@ -219,7 +219,7 @@ class Settings:
     provider_callback_base_url: str | None = None
     provider_timeout_seconds: float = 10.0
     create_lease_seconds: float = 60.0
-    create_group_max: int = 32
+    group_commit_max: int = 32
     max_amount_cents: int = 100_000_000_000
 
     callback_max_attempts: int = 10
@@ -371,7 +371,7 @@ def load_settings(environ: dict[str, str] | None = None, *, base_dir: Path | Non
         provider_callback_base_url=env_value(env, "PAYMENTS_PROVIDER_CALLBACK_BASE_URL"),
         provider_timeout_seconds=float(_int(env, "PAYMENTS_PROVIDER_TIMEOUT_SECONDS", 10, minimum=1)),
         create_lease_seconds=float(_int(env, "PAYMENTS_CREATE_LEASE_SECONDS", 60, minimum=1)),
-        create_group_max=_int(env, "PAYMENTS_CREATE_GROUP_MAX", 32, minimum=1),
+        group_commit_max=_int(env, "PAYMENTS_GROUP_COMMIT_MAX", 32, minimum=1),
         max_amount_cents=_int(env, "PAYMENTS_MAX_AMOUNT_CENTS", 100_000_000_000, minimum=1),
         callback_max_attempts=max(1, _int(env, "PAYMENTS_CALLBACK_MAX_ATTEMPTS", 10)),
         callback_retry_interval_seconds=_seconds(env, "PAYMENTS_CALLBACK_RETRY_INTERVAL_MINUTES", 5),

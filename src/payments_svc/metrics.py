@@ -36,7 +36,7 @@ STATUS_TRANSITIONS = Counter("payments_status_transitions_total", "Payment statu
 PROVIDER_CALLS = Counter("payments_provider_calls_total", "Calls to payment providers.", ["provider", "operation", "outcome"])
 PROVIDER_LATENCY = Histogram("payments_provider_call_duration_seconds", "Payment provider call latency.",
                              ["provider", "operation"], buckets=LATENCY_BUCKETS)
-GROUP_COMMIT_SIZE = Histogram("payments_group_commit_size", "Creates' reserves or finishes written per transaction (group commit).",
+GROUP_COMMIT_SIZE = Histogram("payments_group_commit_size", "Creates' reserves, or status changes, written per transaction (group commit).",
                               ["kind"], buckets=(1, 2, 4, 8, 16, 32, 64, 128))
 OUTBOX_DUE = Gauge("payments_callback_outbox_due", "Status callbacks due for delivery now.", multiprocess_mode="max")
 OUTBOX_OLDEST_DUE_AGE = Gauge("payments_callback_outbox_oldest_due_age_seconds",

@@ -1,24 +1,27 @@
-"""Group commit of creates' reserves and finishes (service/group_commit.py) on SQLite,
-MariaDB and PostgreSQL: concurrent creates share transactions yet each gets its own
+"""Group commit of creates' reserves and of status changes (service/group_commit.py) on
+SQLite, MariaDB and PostgreSQL: concurrent creates share transactions yet each gets its own
 payment, events and status; a taken key in a group refuses only its own create; a finish
-whose payment was canceled meanwhile does not apply while the others in its group do; a
-create whose caller went away is still written; a database fault reaches every create of
-the group."""
+whose payment was canceled meanwhile does not apply while the others in its group do;
+concurrent cancels share transactions, each with its event and one callback; a change
+whose payment changed after it was read is decided again under the row lock; a group is
+written in payment id order; a create whose caller went away is still written; a
+database fault reaches every create of the group."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import pytest
 import sqlalchemy as sa
 
 from payments_svc.clock import utcnow
-from payments_svc.db.tables import payment_events, payments
+from payments_svc.db.tables import callback_deliveries, payment_events, payments
 from payments_svc.domain.enums import PaymentStatus
-from payments_svc.domain.errors import ServiceUnavailableError
+from payments_svc.domain.errors import InvalidTransitionError, ServiceUnavailableError
 from payments_svc.repository.payments import DuplicatePaymentKey, PaymentRepository
 from payments_svc.service.group_commit import GroupCommit
-from payments_svc.service.status_changes import StatusChange, plan_transition, write_transitions
+from payments_svc.service.status_changes import StatusChange, apply_status_change, plan_transition, write_transitions
 
 from ..support import wait_until
 from .test_payment_service import SHOP, command, service  # noqa: F401  (fixture)
@@ -41,8 +44,8 @@ async def _counts(service) -> tuple[int, int]:  # noqa: F811
 
 @pytest.fixture
 def group_sizes(monkeypatch) -> dict[str, list[int]]:
-    """The size of every reserve and finish transaction written."""
-    sizes: dict[str, list[int]] = {"reserve": [], "finish": []}
+    """The size of every reserve and status change transaction written."""
+    sizes: dict[str, list[int]] = {"reserve": [], "status_change": []}
     reserve, finish = PaymentRepository.reserve, PaymentRepository.update_each_if_status
 
     async def reserved(self, creates):
@@ -50,7 +53,7 @@ def group_sizes(monkeypatch) -> dict[str, list[int]]:
         return await reserve(self, creates)
 
     async def finished(self, updates):
-        sizes["finish"].append(len(updates))
+        sizes["status_change"].append(len(updates))
         return await finish(self, updates)
 
     monkeypatch.setattr(PaymentRepository, "reserve", reserved)
@@ -63,9 +66,9 @@ async def test_concurrent_creates_share_transactions_and_each_gets_its_own_payme
     assert sorted(r.payment.request_id for r in results) == sorted(f"grouped-{i}" for i in range(40))
     assert len({r.payment.id for r in results}) == 40
     assert all(r.payment.status == PaymentStatus.PENDING and not r.replayed for r in results)
-    for kind in ("reserve", "finish"):  # grouped, every create once
+    for kind in ("reserve", "status_change"):  # grouped, every create once
         assert sum(group_sizes[kind]) == 40 and max(group_sizes[kind]) > 1, group_sizes
-        assert max(group_sizes[kind]) <= service.settings.create_group_max
+        assert max(group_sizes[kind]) <= service.settings.group_commit_max
     assert await _counts(service) == (40, 40)
     async with service.db.read() as conn:  # each payment the one its caller was told about, PENDING with its checkout
         for r in results:
@@ -125,13 +128,14 @@ async def test_a_database_fault_reaches_every_create_of_the_group(service, monke
 async def test_a_finish_in_a_group_applies_only_if_its_payment_is_still_created(service, group_sizes):  # noqa: F811
     reserved = [await service.reserves.submit(_create(service, f"fin-{i}")) for i in range(4)]
     await service.cancel_payment(SHOP, reserved[1].id, "changed mind")  # canceled while "the provider was called"
-    groups = GroupCommit(service.db, "finish", write_transitions, max_group=32, max_in_flight=1)
+    group_sizes["status_change"].clear()  # the cancel's
+    groups = GroupCommit(service.db, "status_change", write_transitions, max_group=32, max_in_flight=1)
     transitions = [plan_transition(p, StatusChange(PaymentStatus.PENDING, "checkout_created", values={
         "provider_payment_id": f"pp-{p.id}", "checkout_url": f"https://pay.example/{p.id}", "create_lease_until": None,
     }, announce=False), utcnow()) for p in reserved]
     applied = await asyncio.gather(*(groups.submit(t) for t in transitions))
     assert applied == [True, False, True, True]
-    assert group_sizes["finish"] == [1, 3], group_sizes  # the first alone, the rest together
+    assert group_sizes["status_change"] == [1, 3], group_sizes  # the first alone, the rest together
     async with service.db.read() as conn:
         stored = [await PaymentRepository(conn).get(p.id) for p in reserved]
     assert [p.status for p in stored] == [PaymentStatus.PENDING, PaymentStatus.CANCELED, PaymentStatus.PENDING,
@@ -140,3 +144,64 @@ async def test_a_finish_in_a_group_applies_only_if_its_payment_is_still_created(
     assert [p.provider_payment_id for p in stored[2:]] == [f"pp-{p.id}" for p in reserved[2:]]
     assert await _events(service, reserved[1].id) == ["payment_created", "payment_canceled"]
     assert await _events(service, reserved[2].id) == ["payment_created", "checkout_created"]
+
+
+async def _callbacks(service, payment_id: int) -> list[str]:  # noqa: F811
+    async with service.db.read() as conn:
+        rows = await conn.execute(sa.select(callback_deliveries.c.event_type)
+                                  .where(callback_deliveries.c.payment_id == payment_id))
+        return [r[0] for r in rows]
+
+
+async def test_concurrent_cancels_share_transactions_each_with_its_event_and_callback(service, group_sizes):  # noqa: F811
+    created = await asyncio.gather(*(service.create_payment(SHOP, command(f"cx-{i}")) for i in range(20)))
+    group_sizes["status_change"].clear()  # the creates' finishes
+    canceled = await asyncio.gather(*(service.cancel_payment(SHOP, r.payment.id, "no longer needed") for r in created))
+    assert [p.id for p in canceled] == [r.payment.id for r in created]
+    assert all(p.status == PaymentStatus.CANCELED and p.cancel_reason == "no longer needed" for p in canceled)
+    assert sum(group_sizes["status_change"]) == 20 and max(group_sizes["status_change"]) > 1, group_sizes
+    for r in created:
+        assert await _events(service, r.payment.id) == ["payment_created", "checkout_created", "payment_canceled"]
+        assert await _callbacks(service, r.payment.id) == ["payment.canceled"]  # the outbox row, once
+
+
+async def test_a_change_whose_payment_changed_after_it_was_read_is_decided_again_under_the_lock(service, monkeypatch):  # noqa: F811
+    payment = (await service.create_payment(SHOP, command("race"))).payment
+    submit = service.status_writes.submit
+
+    async def paid_meanwhile(transition):  # the provider's "paid" lands between the cancel's read and its write
+        monkeypatch.setattr(service.status_writes, "submit", submit)
+        async with service.db.transaction() as conn:
+            current = await PaymentRepository(conn).get(payment.id, for_update=True)
+            await apply_status_change(conn, current, StatusChange(PaymentStatus.PAID, "provider_paid"), utcnow())
+        return await submit(transition)
+
+    monkeypatch.setattr(service.status_writes, "submit", paid_meanwhile)
+    with pytest.raises(InvalidTransitionError):
+        await service.cancel_payment(SHOP, payment.id, "too late")
+    async with service.db.read() as conn:
+        assert (await PaymentRepository(conn).get(payment.id)).status == PaymentStatus.PAID
+    assert await _events(service, payment.id) == ["payment_created", "checkout_created", "provider_paid", "cancel_rejected"]
+    assert await _callbacks(service, payment.id) == ["payment.paid"]
+
+
+async def test_a_group_is_written_in_payment_id_order_and_answered_in_its_callers(service, monkeypatch):  # noqa: F811
+    reserved = [await service.reserves.submit(_create(service, f"ord-{i}")) for i in range(3)]
+    stale = dataclasses.replace(reserved[0], status=PaymentStatus.PENDING)  # the row is CREATED: does not apply
+    written: list[int] = []
+    update_each = PaymentRepository.update_each_if_status
+
+    async def recorded(self, updates):
+        written.extend(update[0] for update in updates)
+        return await update_each(self, updates)
+
+    monkeypatch.setattr(PaymentRepository, "update_each_if_status", recorded)
+    cancel = StatusChange(PaymentStatus.CANCELED, "payment_canceled")
+    transitions = [plan_transition(p, cancel, utcnow()) for p in (reserved[2], stale, reserved[1])]
+    async with service.db.transaction() as conn:
+        applied = await write_transitions(conn, transitions)
+    assert written == sorted(p.id for p in reserved)  # rows locked in one order: two groups cannot deadlock
+    assert applied == [True, False, True]
+    async with service.db.read() as conn:
+        stored = [await PaymentRepository(conn).get(p.id) for p in reserved]
+    assert [p.status for p in stored] == [PaymentStatus.CREATED, PaymentStatus.CANCELED, PaymentStatus.CANCELED]

@@ -73,10 +73,11 @@ class PaymentService:
         self.settings = settings
         self.quotas = quotas
         self.router = Router(settings.resilience.routing_rules)
-        # Group commit of the create's two transactions (group_commit.py).
+        # Group commit (group_commit.py) of creates' reserves, and of status changes: creates'
+        # finishes, cancels, expiries, reconcile's outcomes, with their events and callbacks.
         self.reserves = GroupCommit(db, "reserve", lambda conn, creates: PaymentRepository(conn).reserve(creates),
-                                    max_group=settings.create_group_max, alone_after=DuplicatePaymentKey)
-        self.finishes = GroupCommit(db, "finish", write_transitions, max_group=settings.create_group_max)
+                                    max_group=settings.group_commit_max, alone_after=DuplicatePaymentKey)
+        self.status_writes = GroupCommit(db, "status_change", write_transitions, max_group=settings.group_commit_max)
         self.callbacks = ProviderCallbacks(self)
         self.refunds = RefundService(self)
 
@@ -222,10 +223,10 @@ class PaymentService:
             create_lease_until=None,
         )
         change = StatusChange(checkout.initial_status, "checkout_created", values=values, announce=False)
-        # The common case, grouped with other creates' finishes: the row is still the CREATED one we hold.
-        transition = plan_transition(payment, change, utcnow())
-        if transition is not None and await self.finishes.submit(transition):
-            return transition.applied()
+        # The common case: the row is still the CREATED one we hold.
+        written = await self._write_grouped(payment, change)
+        if written is not None:
+            return written
 
         def decide(current: Payment) -> StatusChange | None:
             if current.status != PaymentStatus.CREATED:
@@ -368,8 +369,20 @@ class PaymentService:
     # ---- shared -------------------------------------------------------------
 
     async def change_status(self, payment_id: int, decide: Callable[[Payment], StatusChange | None]) -> Payment:
-        """Reads the payment, asks `decide` for a change and applies it; re-reads and
-        decides again if another writer changed the status in between."""
+        """Reads the payment, asks `decide` for a change and applies it. A change of status
+        the table allows is written with other concurrent ones (_write_grouped). If another
+        writer changed the status in between, or the change only records an event, it is
+        applied under the row's lock, re-read and decided again as often as needed."""
+        async with self.db.read() as conn:
+            payment = await PaymentRepository(conn).get(payment_id)
+        if payment is None:
+            raise NotFoundError()
+        change = decide(payment)
+        if change is None:
+            return payment
+        written = await self._write_grouped(payment, change)
+        if written is not None:
+            return written
         for _ in range(MAX_CHANGE_ATTEMPTS):
             async with self.db.transaction() as conn:
                 payment = await PaymentRepository(conn).get(payment_id, for_update=True)
@@ -383,6 +396,16 @@ class PaymentService:
                 except ConcurrentUpdate:
                     pass
         raise ServiceUnavailableError("payment is being updated concurrently; retry")
+
+    async def _write_grouped(self, payment: Payment, change: StatusChange) -> Payment | None:
+        """The change as a transition from the status `payment` has, written in one
+        transaction with other concurrent status changes (group commit): a conditional UPDATE
+        that applies only if the row still has that status. None when it did not apply, or
+        the change is not a transition the table allows: the caller then takes the row lock."""
+        transition = plan_transition(payment, change, utcnow())
+        if transition is not None and await self.status_writes.submit(transition):
+            return transition.applied()
+        return None
 
 
 def _routed(result: CreateResult, rule: Rule | None) -> CreateResult:

@@ -89,9 +89,16 @@ def plan_transition(payment: Payment, change: StatusChange, now: datetime) -> Tr
 
 async def write_transitions(conn: AsyncConnection, transitions: list[Transition]) -> list[bool]:
     """Several transitions, each applying or not on its own, ending the transaction (MySQL:
-    one round trip with its COMMIT); whether each applied (the caller then calls `applied()`)."""
-    return await PaymentRepository(conn).update_each_if_status(
-        [(t.payment.id, t.payment.status, t.values, t.record) for t in transitions])
+    one round trip with its COMMIT); whether each applied (the caller then calls `applied()`).
+    Written in payment id order: two such transactions then lock their rows in the same
+    order and cannot deadlock."""
+    order = sorted(range(len(transitions)), key=lambda i: transitions[i].payment.id)
+    written = await PaymentRepository(conn).update_each_if_status(
+        [(t.payment.id, t.payment.status, t.values, t.record) for t in (transitions[i] for i in order)])
+    applied = [False] * len(transitions)
+    for i, was_applied in zip(order, written, strict=True):
+        applied[i] = was_applied
+    return applied
 
 
 async def apply_status_change(conn: AsyncConnection, payment: Payment, change: StatusChange, now: datetime, *,

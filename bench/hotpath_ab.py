@@ -3,8 +3,9 @@
 PaymentService (+ CallbackService for GetPayment) + repository + driver on a fresh
 database, no transport: GetPayment (the payment and its latest delivery), a replay of a
 create (same key), ListPayments (limit 20 of 2,000 rows), fresh creates (sandbox
-provider answering at once) and cancels of pending payments (a status change with its
-event and callback row, and the cancel's audit row). Each operation runs `--ops` times at `--concurrency` in
+provider answering at once), cancels of pending payments (a status change with its
+event and callback row, and the cancel's audit row) and the sandbox's signed "paid"
+webhooks for pending payments (verified, deduplicated, applied with its event and callback). Each operation runs `--ops` times at `--concurrency` in
 flight on uvloop; the figure is this process' CPU time per operation (best of
 `--repeat` runs), with the database server's CPU per operation over the same run
 (every mariadbd / postgres process on the machine: other work using the database shows
@@ -39,8 +40,8 @@ from payments_svc.auth.caller import Caller  # noqa: E402
 from payments_svc.config import load_settings  # noqa: E402
 from payments_svc.container import build_container  # noqa: E402
 from payments_svc.db.migrate import migrate  # noqa: E402
-from payments_svc.domain.enums import PaymentStatus  # noqa: E402
-from payments_svc.domain.payment import CreatePaymentCommand, ListPaymentsQuery  # noqa: E402
+from payments_svc.domain.enums import PaymentStatus, ProviderType  # noqa: E402
+from payments_svc.domain.payment import CreatePaymentCommand, ListPaymentsQuery, ProviderCallback  # noqa: E402
 from payments_svc.service.callbacks import CallbackService  # noqa: E402
 
 SHOP = Caller("shop")
@@ -128,18 +129,30 @@ async def main(args) -> dict:
         service = container.service
         callbacks = CallbackService(service)
         first = (await service.create_payment(SHOP, command("fixed"))).payment
-        for i in range(2000):
+        # 2,000 rows to list; and with the fresh creates' rows, a pending payment for every cancel and webhook.
+        for i in range(max(2000, min(200, args.ops) + args.ops * args.repeat)):
             await service.create_payment(SHOP, command(f"fill-{i}"))
-        pending: list[int] = []
+        pending: list = []
         refill = asyncio.Lock()
 
-        async def cancel():
+        async def next_pending():
+            """Each cancel or webhook its own pending payment (the creates' before it)."""
             async with refill:
-                if not pending:  # each cancel its own pending payment (the creates' before it)
-                    page = await service.list_payments(SHOP, ListPaymentsQuery(limit=100, status=PaymentStatus.PENDING))
-                    pending.extend(payment.id for payment in page)
-                payment_id = pending.pop()
-            await service.cancel_payment(SHOP, payment_id, "bench")
+                if not pending:
+                    pending.extend(await service.list_payments(SHOP, ListPaymentsQuery(limit=100, status=PaymentStatus.PENDING)))
+                return pending.pop()
+
+        async def cancel():
+            await service.cancel_payment(SHOP, (await next_pending()).id, "bench")
+
+        sandbox = service.providers.get(ProviderType.SANDBOX)
+
+        async def webhook():
+            payment = await next_pending()
+            body, signature = sandbox.build_event(payment, "pay")
+            await service.handle_provider_callback(ProviderCallback(
+                request_id="bench", provider="sandbox", callback_hash=payment.provider_callback_hash,
+                signature=signature, payload=body))
 
         operations = {
             "GetPayment": lambda: callbacks.get_payment_with_delivery(SHOP, first.id),
@@ -147,6 +160,7 @@ async def main(args) -> dict:
             "ListPayments (20)": lambda: service.list_payments(SHOP, list_query()),
             "fresh create": lambda: service.create_payment(SHOP, command(f"new-{next(_ids)}")),
             "cancel": cancel,
+            "webhook (paid)": webhook,
         }
         results: dict = {}
         for name, op in operations.items():

@@ -2,29 +2,33 @@
 SQLite, MariaDB and PostgreSQL: concurrent creates share transactions yet each gets its own
 payment, events and status; a taken key in a group refuses only its own create; a finish
 whose payment was canceled meanwhile does not apply while the others in its group do;
-concurrent cancels share transactions, each with its event and one callback; a change
-whose payment changed after it was read is decided again under the row lock; a group is
-written in payment id order; a create whose caller went away is still written; a
+concurrent cancels and webhooks share transactions, each with its event and one callback
+(a webhook delivered twice applies once; an event applied before refuses only its own
+change in a group); a change whose payment changed after it was read is decided again under
+the row lock; a group is written in payment id order; a create whose caller went away is still written; a
 database fault reaches every create of the group."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections import Counter
 
 import pytest
 import sqlalchemy as sa
 
 from payments_svc.clock import utcnow
-from payments_svc.db.tables import callback_deliveries, payment_events, payments
-from payments_svc.domain.enums import PaymentStatus
+from payments_svc.db.tables import callback_deliveries, payment_callbacks, payment_events, payments
+from payments_svc.domain.enums import CallbackStatus, PaymentStatus
 from payments_svc.domain.errors import InvalidTransitionError, ServiceUnavailableError
+from payments_svc.repository import callbacks as callback_rows
+from payments_svc.repository.callbacks import CallbackLogRepository, DuplicateProviderEvent
 from payments_svc.repository.payments import DuplicatePaymentKey, PaymentRepository
 from payments_svc.service.group_commit import GroupCommit
 from payments_svc.service.status_changes import StatusChange, apply_status_change, plan_transition, write_transitions
 
 from ..support import wait_until
-from .test_payment_service import SHOP, command, service  # noqa: F401  (fixture)
+from .test_payment_service import SHOP, command, service, signed  # noqa: F401  (fixture)
 from .test_statements import _events
 
 
@@ -205,3 +209,51 @@ async def test_a_group_is_written_in_payment_id_order_and_answered_in_its_caller
     async with service.db.read() as conn:
         stored = [await PaymentRepository(conn).get(p.id) for p in reserved]
     assert [p.status for p in stored] == [PaymentStatus.CREATED, PaymentStatus.CANCELED, PaymentStatus.CANCELED]
+
+
+async def _logged(service, payment_id: int) -> list[CallbackStatus]:  # noqa: F811
+    async with service.db.read() as conn:
+        rows = await conn.execute(sa.select(payment_callbacks.c.status).where(payment_callbacks.c.payment_id == payment_id)
+                                  .order_by(payment_callbacks.c.id))
+        return [CallbackStatus(r[0]) for r in rows]
+
+
+async def test_concurrent_webhooks_share_transactions_and_one_delivered_twice_applies_once(service, group_sizes):  # noqa: F811
+    created = [r.payment for r in await asyncio.gather(*(service.create_payment(SHOP, command(f"wh-{i}")) for i in range(12)))]
+    group_sizes["status_change"].clear()  # the creates' finishes
+    paid = [signed(service.provider, p, "pay") for p in created]
+    outcomes = await asyncio.gather(*(service.handle_provider_callback(cb) for cb in paid + paid[:3]))
+    assert Counter(o.status for o in outcomes) == {CallbackStatus.PROCESSED: 12, CallbackStatus.DUPLICATE: 3}
+    assert max(group_sizes["status_change"]) > 1, group_sizes
+    for i, p in enumerate(created):
+        assert (await service.get_payment(SHOP, p.id)).status == PaymentStatus.PAID
+        assert await _events(service, p.id) == ["payment_created", "checkout_created", "payment.succeeded"]
+        assert await _callbacks(service, p.id) == ["payment.paid"]
+        assert Counter(await _logged(service, p.id)) == {CallbackStatus.PROCESSED: 1, **({CallbackStatus.DUPLICATE: 1} if i < 3 else {})}
+
+
+async def test_an_event_applied_before_refuses_only_its_own_change_in_a_group(service, group_sizes):  # noqa: F811
+    created = [(await service.create_payment(SHOP, command(f"dd-{i}"))).payment for i in range(4)]
+    async with service.db.transaction() as conn:  # "evt_seen" was applied before
+        await CallbackLogRepository(conn).record(provider="sandbox", callback_hash="h", signature="s", payload="{}",
+                                                 status=CallbackStatus.PROCESSED, now=utcnow(), dedup_key="evt_seen")
+
+    def processed(payment, event_id):
+        return lambda now: [(callback_rows.INSERT_AFTER_UPDATE, callback_rows.callback_row(
+            provider="sandbox", callback_hash=payment.provider_callback_hash, signature="s", payload="{}",
+            status=CallbackStatus.PROCESSED, now=now, payment_id=payment.id, dedup_key=event_id))]
+
+    service.status_writes = GroupCommit(service.db, "status_change", write_transitions, max_group=32, max_in_flight=1,
+                                        alone_after=DuplicateProviderEvent)  # the first alone, the rest together
+    group_sizes["status_change"].clear()
+    pay = StatusChange(PaymentStatus.PAID, "payment.succeeded")
+    outcomes = await asyncio.gather(*(service.write_grouped(p, pay, processed(p, "evt_seen" if i == 2 else f"evt_{i}"))
+                                      for i, p in enumerate(created)), return_exceptions=True)
+    assert isinstance(outcomes[2], DuplicateProviderEvent), outcomes
+    assert [o.status for i, o in enumerate(outcomes) if i != 2] == [PaymentStatus.PAID] * 3
+    # The group [1, 2, 3] was rolled back, then written one by one.
+    assert group_sizes["status_change"] == [1, 3, 1, 1, 1], group_sizes
+    stored = [await service.get_payment(SHOP, p.id) for p in created]
+    assert [p.status for p in stored] == [PaymentStatus.PAID, PaymentStatus.PAID, PaymentStatus.PENDING, PaymentStatus.PAID]
+    assert [await _logged(service, p.id) for p in created] == [[CallbackStatus.PROCESSED], [CallbackStatus.PROCESSED], [],
+                                                               [CallbackStatus.PROCESSED]]

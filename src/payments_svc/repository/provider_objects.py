@@ -17,16 +17,17 @@ class ProviderObjectRepository:
     def __init__(self, conn: AsyncConnection):
         self.conn = conn
 
-    async def payment_ids(self, provider: ProviderType, object_ids: Iterable[str]) -> set[int]:
-        """The payments owning any of these objects: the payment's own object, or one
-        recorded since."""
+    async def owners(self, provider: ProviderType, object_ids: Iterable[str]) -> set[tuple[str, int]]:
+        """(object id, payment id) for each of these objects a payment owns: the payment's
+        own object, or one recorded since."""
         ids = list(object_ids)
         if not ids:
             return set()
-        known = sa.select(provider_objects.c.payment_id).where(
+        known = sa.select(provider_objects.c.object_id, provider_objects.c.payment_id).where(
             provider_objects.c.provider == int(provider), provider_objects.c.object_id.in_(ids))
-        own = sa.select(payments.c.id).where(payments.c.provider == int(provider), payments.c.provider_payment_id.in_(ids))
-        return {row[0] for row in await self.conn.execute(sa.union(known, own))}
+        own = sa.select(payments.c.provider_payment_id, payments.c.id).where(
+            payments.c.provider == int(provider), payments.c.provider_payment_id.in_(ids))
+        return {(row[0], row[1]) for row in await self.conn.execute(sa.union(known, own))}
 
     async def register(self, provider: ProviderType, payment_id: int, object_ids: Iterable[str], now: datetime) -> None:
         """Records the objects not recorded yet. Callers hold the payment's row lock,

@@ -1,7 +1,7 @@
 """Group commit of the two most frequent writes: a create's reserve (the payment row and
 its payment_created event) and a status change (the conditional status UPDATE with its
 event and, for an outcome, its callback's outbox row): a create's finish, a cancel, an
-expiry, a reconcile outcome.
+expiry, a reconcile outcome, a provider webhook's change of status (with its dedup row).
 
 Why: per write, the transaction's COMMIT (a log flush) and round trip are most of the
 database's work (bench/README.md). Writes that arrive while `max_in_flight` transactions
@@ -10,12 +10,13 @@ lone write goes at once, in its own task, as without groups (no window, no added
 work at low concurrency), and groups grow with the load, up to `max_group` a transaction.
 
 Each write keeps its own outcome. A status change is a conditional UPDATE that applies or
-not on its own in the group (not applied: its caller retries it under the row's lock). A taken key in a group of reserves (rare: the service looked the
-key up just before) rolls the whole group back, and its reserves are then written one by
-one, so that only the create whose key was taken sees DuplicatePaymentKey. A write whose
-caller goes away meanwhile is still written with its group: a reserve's row is then a
-create left half done, as after a crash (its lease runs out; a retry or reconcile
-finishes it), and a status change is recorded as decided."""
+not on its own in the group (not applied: its caller retries it under the row's lock). A
+taken key in a group of reserves (rare: the service looked the key up just before) rolls
+the whole group back, and its writes are then made one by one, so that only the create
+whose key was taken sees DuplicatePaymentKey; likewise a webhook whose event was applied
+before, DuplicateProviderEvent. A write whose caller goes away meanwhile is still written
+with its group: a reserve's row is then a create left half done, as after a crash (its
+lease runs out; a retry or reconcile finishes it), and a status change is recorded as decided."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ import dataclasses
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import structlog
 
@@ -17,6 +17,7 @@ from ..auth.caller import Caller
 from ..clock import utcnow
 from ..config import Settings
 from ..db.engine import Database
+from ..db.statements import Statement
 from ..domain.enums import PaymentStatus, PaymentType
 from ..domain.errors import (
     ErrorKind,
@@ -41,6 +42,7 @@ from ..domain.validation import (
 )
 from ..providers.base import CancelOutcome, Checkout, Provider, provider_idempotency_key
 from ..providers.registry import ProviderRegistry
+from ..repository.callbacks import DuplicateProviderEvent
 from ..repository.events import EventRepository
 from ..repository.payments import DuplicatePaymentKey, PaymentRepository
 from ..resilience.failover import create_with_failover, first_available
@@ -77,7 +79,8 @@ class PaymentService:
         # finishes, cancels, expiries, reconcile's outcomes, with their events and callbacks.
         self.reserves = GroupCommit(db, "reserve", lambda conn, creates: PaymentRepository(conn).reserve(creates),
                                     max_group=settings.group_commit_max, alone_after=DuplicatePaymentKey)
-        self.status_writes = GroupCommit(db, "status_change", write_transitions, max_group=settings.group_commit_max)
+        self.status_writes = GroupCommit(db, "status_change", write_transitions, max_group=settings.group_commit_max,
+                                         alone_after=DuplicateProviderEvent)
         self.callbacks = ProviderCallbacks(self)
         self.refunds = RefundService(self)
 
@@ -224,7 +227,7 @@ class PaymentService:
         )
         change = StatusChange(checkout.initial_status, "checkout_created", values=values, announce=False)
         # The common case: the row is still the CREATED one we hold.
-        written = await self._write_grouped(payment, change)
+        written = await self.write_grouped(payment, change)
         if written is not None:
             return written
 
@@ -370,7 +373,7 @@ class PaymentService:
 
     async def change_status(self, payment_id: int, decide: Callable[[Payment], StatusChange | None]) -> Payment:
         """Reads the payment, asks `decide` for a change and applies it. A change of status
-        the table allows is written with other concurrent ones (_write_grouped). If another
+        the table allows is written with other concurrent ones (write_grouped). If another
         writer changed the status in between, or the change only records an event, it is
         applied under the row's lock, re-read and decided again as often as needed."""
         async with self.db.read() as conn:
@@ -380,7 +383,7 @@ class PaymentService:
         change = decide(payment)
         if change is None:
             return payment
-        written = await self._write_grouped(payment, change)
+        written = await self.write_grouped(payment, change)
         if written is not None:
             return written
         for _ in range(MAX_CHANGE_ATTEMPTS):
@@ -397,13 +400,21 @@ class PaymentService:
                     pass
         raise ServiceUnavailableError("payment is being updated concurrently; retry")
 
-    async def _write_grouped(self, payment: Payment, change: StatusChange) -> Payment | None:
+    async def write_grouped(self, payment: Payment, change: StatusChange,
+                             record: Callable[[datetime], list[tuple[Statement, dict]]] | None = None) -> Payment | None:
         """The change as a transition from the status `payment` has, written in one
         transaction with other concurrent status changes (group commit): a conditional UPDATE
-        that applies only if the row still has that status. None when it did not apply, or
-        the change is not a transition the table allows: the caller then takes the row lock."""
-        transition = plan_transition(payment, change, utcnow())
-        if transition is not None and await self.status_writes.submit(transition):
+        that applies only if the row still has that status. `record(now)`: more rows that
+        record it, written with it (INSERT_AFTER_UPDATE statements). None when it did not
+        apply, or the change is not a transition the table allows: the caller then takes
+        the row lock."""
+        now = utcnow()
+        transition = plan_transition(payment, change, now)
+        if transition is None:
+            return None
+        if record is not None:
+            transition.record += record(now)
+        if await self.status_writes.submit(transition):
             return transition.applied()
         return None
 

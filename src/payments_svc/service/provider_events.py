@@ -7,14 +7,15 @@ Either way the webhook is verified (and its amount, where the provider reports o
 the payment's), every delivery is recorded with its outcome, and
 each event id is applied once: its dedup row, the status change (through the
 transition table, so late or reordered events never regress), the refund ledger and
-the callback to the caller commit together or not at all.
+the callback to the caller commit together or not at all. The most common event, a
+change of status with nothing else to merge or record, is written with other status
+changes in one transaction (group commit); any other, under the payment's row lock.
 """
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import structlog
 
@@ -37,15 +38,13 @@ from ..providers.base import (
     ReleasingProvider,
     provider_idempotency_key,
 )
+from ..repository import callbacks as callback_rows
 from ..repository.callbacks import CallbackLogRepository, DuplicateProviderEvent
 from ..repository.payments import PaymentRepository
 from ..repository.provider_objects import ProviderObjectRepository
 from .part import ServicePart
 from .refunds import LedgerChange, merge_refunds
 from .status_changes import ConcurrentUpdate, StatusChange, apply_status_change
-
-if TYPE_CHECKING:
-    pass
 
 log = structlog.get_logger("payments.provider_events")
 
@@ -85,16 +84,17 @@ class ProviderCallbacks(ServicePart):
             provider = await self.providers.for_payment(payment)
         event = await self._parse(provider, callback.payload, callback.signature, record)
         async with self.db.read() as conn:
-            owners = await ProviderObjectRepository(conn).payment_ids(provider.type, event.object_ids)
+            owners = await ProviderObjectRepository(conn).owners(provider.type, event.object_ids)
         if payment is None:
             await self._record(record, CallbackStatus.REJECTED, event, error="payment not found for callback hash")
             raise NotFoundError()
-        if (event.callback_hash and event.callback_hash != payment.provider_callback_hash) or owners - {payment.id}:
+        if (event.callback_hash and event.callback_hash != payment.provider_callback_hash) or {
+                owner for _, owner in owners} - {payment.id}:
             # Forwarded to the wrong payment's URL: applying it here would be wrong.
             await self._record(record, CallbackStatus.REJECTED, event, payment_id=payment.id,
                                error="the event is about another payment than the callback hash's")
             raise CallbackRejectedError("the event is about another payment")
-        return await self._apply(provider, payment, event, record)
+        return await self._apply(provider, payment, event, record, {object_id for object_id, _ in owners})
 
     async def handle_account(self, provider_name: str, payload: bytes, signature: str,
                              account_id: int | None = None) -> CallbackOutcome:
@@ -110,7 +110,7 @@ class ProviderCallbacks(ServicePart):
                       payload=payload.decode("utf-8", errors="replace"))
         event = await self._parse(provider, payload, signature, record)
         try:
-            payment = await self._route(provider, event)
+            payment, known_objects = await self._route(provider, event)
             if payment is not None and payment.provider_account_id != account_id:
                 raise CallbackRejectedError(f"the event is about payment {payment.id} of another provider account "
                                             "than this endpoint's")
@@ -126,7 +126,7 @@ class ProviderCallbacks(ServicePart):
             await self._record(record, CallbackStatus.REJECTED, event, error="no payment for the event's objects")
             raise NotFoundError()
         record["callback_hash"] = payment.provider_callback_hash
-        return await self._apply(provider, payment, event, record)
+        return await self._apply(provider, payment, event, record, known_objects)
 
     async def _parse(self, provider: Provider, payload: bytes, signature: str, record: dict) -> ProviderEvent:
         try:
@@ -137,19 +137,24 @@ class ProviderCallbacks(ServicePart):
             await self._record(record, CallbackStatus.REJECTED, None, error=f"provider callback validation failed: {exc.reason}")
             raise
 
-    async def _route(self, provider: Provider, event: ProviderEvent) -> Payment | None:
+    async def _route(self, provider: Provider, event: ProviderEvent) -> tuple[Payment | None, set[str]]:
+        """The event's payment, and which of its objects are known to be that payment's."""
         async with self.db.read() as conn:
             payments = PaymentRepository(conn)
             if event.callback_hash:
                 payment = await payments.find_by_callback_hash(provider.type, event.callback_hash)
                 if payment is not None:
-                    return payment
-            owners = await ProviderObjectRepository(conn).payment_ids(provider.type, event.object_ids)
-            if len(owners) > 1:
-                raise CallbackRejectedError(f"the event names objects of several payments: {sorted(owners)}")
-            return await payments.get(owners.pop()) if owners else None
+                    return payment, set()
+            owners = await ProviderObjectRepository(conn).owners(provider.type, event.object_ids)
+            payment_ids = {owner for _, owner in owners}
+            if len(payment_ids) > 1:
+                raise CallbackRejectedError(f"the event names objects of several payments: {sorted(payment_ids)}")
+            known = {object_id for object_id, _ in owners}
+            return (await payments.get(payment_ids.pop()) if payment_ids else None), known
 
-    async def _apply(self, provider: Provider, payment: Payment, event: ProviderEvent, record: dict) -> CallbackOutcome:
+    async def _apply(self, provider: Provider, payment: Payment, event: ProviderEvent, record: dict,
+                     known_objects: set[str]) -> CallbackOutcome:
+        """`known_objects`: the event's objects already recorded as this payment's."""
         if event.amount_cents is not None and event.amount_cents != payment.amount_cents:
             reason = f"the event reports an amount of {event.amount_cents}, the payment is of {payment.amount_cents}"
             await self._record(record, CallbackStatus.REJECTED, event, payment_id=payment.id, error=reason)
@@ -157,6 +162,44 @@ class ProviderCallbacks(ServicePart):
         snapshots = list(event.refunds)
         if event.refunds_of and isinstance(provider, RefundListingProvider):
             snapshots += await self._fetch_refunds(provider, payment, event, record)
+        new_objects = [i for i in event.object_ids if i != payment.provider_payment_id and i not in known_objects]
+        try:
+            applied = None
+            if not snapshots and not new_objects:
+                applied = await self._apply_grouped(payment, event, record)
+            if applied is None:
+                applied = await self._apply_locked(provider, payment, event, snapshots, record)
+        except DuplicateProviderEvent:
+            await self._record(record, CallbackStatus.DUPLICATE, event, payment_id=payment.id, error="event already processed")
+            return CallbackOutcome(CallbackStatus.DUPLICATE)
+        before, after = applied
+        log.info("provider_callback_applied", payment_id=payment.id, event_type=event.event_type,
+                 old_status=before.status.name, new_status=after.status.name)
+        if after.status.is_terminal and not before.status.is_terminal:
+            await self._release(provider, after)
+        return CallbackOutcome(CallbackStatus.PROCESSED, before.status)
+
+    async def _apply_grouped(self, payment: Payment, event: ProviderEvent, record: dict) -> tuple[Payment, Payment] | None:
+        """The most common event (a change of status the table allows, no refunds to merge,
+        no provider object to record) as a status change written with others in one
+        transaction (group commit), its dedup row with it. None when it is not such a
+        change, or did not apply (the row changed since it was read): the locked path
+        takes it. Raises DuplicateProviderEvent."""
+        change = _event_change(event, payment, record["payload"], LedgerChange({}, []))
+
+        def processed(now) -> list:
+            return [(callback_rows.INSERT_AFTER_UPDATE, callback_rows.callback_row(
+                **record, status=CallbackStatus.PROCESSED, now=now, payment_id=payment.id,
+                provider_event_id=event.event_id, dedup_key=event.event_id))]
+
+        updated = await self.service.write_grouped(payment, change, processed)
+        return None if updated is None else (payment, updated)
+
+    async def _apply_locked(self, provider: Provider, payment: Payment, event: ProviderEvent,
+                            snapshots: list[RefundSnapshot], record: dict) -> tuple[Payment, Payment]:
+        """Any event, under the payment's row lock: its dedup row, the refunds merged, the
+        status change (or the event recorded) and its objects recorded. The payment before
+        and after. Raises DuplicateProviderEvent."""
         for _ in range(MAX_APPLY_ATTEMPTS):
             now = utcnow()
             try:
@@ -172,16 +215,9 @@ class ProviderCallbacks(ServicePart):
                     updated = await apply_status_change(conn, current, _event_change(event, current, record["payload"], ledger), now)
                     owned = [i for i in event.object_ids if i != current.provider_payment_id]
                     await ProviderObjectRepository(conn).register(provider.type, payment.id, owned, now)
-            except DuplicateProviderEvent:
-                await self._record(record, CallbackStatus.DUPLICATE, event, payment_id=payment.id, error="event already processed")
-                return CallbackOutcome(CallbackStatus.DUPLICATE)
             except ConcurrentUpdate:
                 continue
-            log.info("provider_callback_applied", payment_id=payment.id, event_type=event.event_type,
-                     old_status=current.status.name, new_status=updated.status.name)
-            if updated.status.is_terminal and not current.status.is_terminal:
-                await self._release(provider, updated)
-            return CallbackOutcome(CallbackStatus.PROCESSED, current.status)
+            return current, updated
         raise ServiceUnavailableError("payment is being updated concurrently; the provider should retry")
 
     async def _fetch_refunds(self, provider: RefundListingProvider, payment: Payment, event: ProviderEvent,

@@ -11,12 +11,13 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .. import metrics
-from ..db.statements import Statement
+from ..db.statements import Statement, is_integrity_error
 from ..domain.enums import PaymentStatus
 from ..domain.payment import Payment
 from ..domain.transitions import can_transition, is_paid_after_end
 from ..repository import events as event_rows
 from ..repository import outbox
+from ..repository.callbacks import DuplicateProviderEvent
 from ..repository.events import EventRepository
 from ..repository.outbox import OutboxRepository
 from ..repository.payments import PaymentRepository
@@ -91,10 +92,16 @@ async def write_transitions(conn: AsyncConnection, transitions: list[Transition]
     """Several transitions, each applying or not on its own, ending the transaction (MySQL:
     one round trip with its COMMIT); whether each applied (the caller then calls `applied()`).
     Written in payment id order: two such transactions then lock their rows in the same
-    order and cannot deadlock."""
+    order and cannot deadlock. Raises DuplicateProviderEvent when a webhook's event in
+    them was applied before (nothing is written)."""
     order = sorted(range(len(transitions)), key=lambda i: transitions[i].payment.id)
-    written = await PaymentRepository(conn).update_each_if_status(
-        [(t.payment.id, t.payment.status, t.values, t.record) for t in (transitions[i] for i in order)])
+    try:
+        written = await PaymentRepository(conn).update_each_if_status(
+            [(t.payment.id, t.payment.status, t.values, t.record) for t in (transitions[i] for i in order)])
+    except Exception as exc:
+        if is_integrity_error(exc):  # the one unique key a transition's rows can meet: a webhook's dedup row
+            raise DuplicateProviderEvent() from exc
+        raise
     applied = [False] * len(transitions)
     for i, was_applied in zip(order, written, strict=True):
         applied[i] = was_applied

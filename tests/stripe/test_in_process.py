@@ -1,10 +1,17 @@
-"""Stripe's webhooks applied by the service in this process (the flows in test_flows.py go
-through a `payments-svc serve` child, where mutation testing cannot see them), on SQLite
-and MariaDB against the Stripe test double: through the account endpoint and the
-per-payment URL; each event once, with the objects it names recorded; an event for another
-payment's URL refused and logged; refunds made at Stripe fetched and
-merged into the ledger, a returned refund reversing it, a stale snapshot changing nothing;
-renewals announced without leaving PAID; events for nothing of ours ignored or refused."""
+"""Stripe's webhooks and refunds through the service in this process (the flows in
+test_flows.py go through a `payments-svc serve` child, where mutation testing cannot see
+them), on SQLite and MariaDB against the Stripe test double.
+
+Webhooks: through the account endpoint and the per-payment URL; each event once, with the
+objects it names recorded; an event for another payment's URL refused and logged; refunds
+made at Stripe fetched and merged into the ledger, a returned refund reversing it, a stale
+snapshot changing nothing; renewals announced without leaving PAID; events for nothing of
+ours ignored or refused.
+
+RefundPayment: reserved, asked of Stripe once and replayed by request_id; 0 refunds what is
+left; too much, a reused request_id, an unpaid or subscription payment refused with their
+messages; a refund Stripe refuses released and refused the same way on replay; one asked
+during a Stripe outage kept reserved and finished by the retry."""
 
 from __future__ import annotations
 
@@ -17,8 +24,19 @@ import sqlalchemy as sa
 from payments_svc.auth.caller import Caller
 from payments_svc.db.tables import callback_deliveries, payment_callbacks, provider_objects
 from payments_svc.domain.enums import CallbackStatus, PaymentStatus, ProviderType
-from payments_svc.domain.errors import CallbackRejectedError, NotFoundError
+from payments_svc.domain.errors import (
+    CallbackRejectedError,
+    ErrorKind,
+    NotFoundError,
+    PaymentsError,
+    ProviderError,
+    ServiceUnavailableError,
+    ValidationError,
+)
 from payments_svc.domain.payment import CreatePaymentCommand, ProviderCallback
+from payments_svc.domain.refund import RefundCommand, RefundStatus
+from payments_svc.repository.events import EventRepository
+from payments_svc.service.refunds import validate_refund
 from tests.fakes.stripe_server import FakeStripe, sign_event
 
 SHOP = Caller("shop")
@@ -178,3 +196,115 @@ async def test_events_about_nothing_of_ours_are_ignored_or_refused(service, stri
         await at_account(service, stranger)
     assert await _logged(service, event_id="evt_stranger") == [
         (CallbackStatus.REJECTED, None, "no payment for the event's objects")]
+
+
+# ---- RefundPayment ------------------------------------------------------------
+
+
+def _refund_posts(stripe) -> list:
+    return [r for r in stripe.requests if r.method == "POST" and r.path == "/v1/refunds"]
+
+
+async def _refund(service, payment_id: int, request_id: str, amount_cents: int = 0, reason: str = ""):
+    command = RefundCommand(payment_id=payment_id, request_id=request_id, amount_cents=amount_cents, reason=reason)
+    validate_refund(command)
+    return await service.refund_payment(SHOP, command)
+
+
+async def _events(service, payment_id: int) -> list[tuple[str, str | None]]:
+    async with service.db.read() as conn:
+        return [(e.event_type, e.message) for e in await EventRepository(conn).list(payment_id, limit=100, after_id=0)]
+
+
+async def test_a_refund_is_reserved_asked_once_and_replayed_by_its_request_id(service, stripe):
+    payment = await _paid(service, stripe, "refunded")
+    first = await _refund(service, payment.id, "r-1", 500, "requested_by_customer")
+    assert not first.replayed and first.refund.status == RefundStatus.SUCCEEDED
+    assert (first.refund.amount_cents, first.refund.request_id, first.refund.reason) == (500, "r-1", "requested_by_customer")
+    assert first.refund.provider_refund_id.startswith("re_")
+    assert (first.payment.refunded_cents, first.payment.refundable_cents) == (500, 1000)
+    refund_id = first.refund.id
+    assert (await _events(service, payment.id))[-2:] == [
+        ("refund_requested", f"refund #{refund_id} of 500 requested"),
+        ("refund_created", f"refund #{refund_id} ({first.refund.provider_refund_id}) of 500: SUCCEEDED")]
+    assert await _announced(service, payment.id) == ["payment.paid", "payment.refunded"]
+    (post,) = _refund_posts(stripe)
+    assert post.params["amount"] == 500 and post.params["reason"] == "requested_by_customer" and post.idempotency_key
+
+    again = await _refund(service, payment.id, "r-1", 500, "requested_by_customer")
+    assert again.replayed and again.refund.id == refund_id
+    assert (again.payment.refunded_cents, again.payment.refundable_cents) == (500, 1000)
+    assert len(_refund_posts(stripe)) == 1  # Stripe asked once
+    with pytest.raises(PaymentsError) as reused:
+        await _refund(service, payment.id, "r-1", 600)
+    assert (reused.value.kind, reused.value.field) == (ErrorKind.IDEMPOTENCY_KEY_REUSED, "request_id")
+    assert reused.value.message.startswith("request_id was already used for a refund of this payment")
+
+    with pytest.raises(PaymentsError) as too_much:
+        await _refund(service, payment.id, "r-2", 1001)
+    assert (too_much.value.kind, too_much.value.field) == (ErrorKind.FAILED_PRECONDITION, "amount_cents")
+    assert too_much.value.message == "amount_cents 1001 is more than refundable_cents 1000"
+    rest = await _refund(service, payment.id, "r-3")  # 0: everything still refundable
+    assert rest.refund.amount_cents == 1000 and (rest.payment.refunded_cents, rest.payment.refundable_cents) == (1500, 0)
+    with pytest.raises(PaymentsError) as nothing:
+        await _refund(service, payment.id, "r-4")
+    assert (nothing.value.kind, nothing.value.message) == (ErrorKind.FAILED_PRECONDITION,
+                                                           "nothing left to refund: refundable_cents is 0")
+    assert [p.params["amount"] for p in _refund_posts(stripe)] == [500, 1000]
+
+
+async def test_refunds_of_unpaid_or_subscription_payments_and_bad_commands_are_refused(service, stripe):
+    unpaid = (await service.create_payment(SHOP, _command("unpaid"))).payment
+    with pytest.raises(PaymentsError) as not_paid:
+        await _refund(service, unpaid.id, "r-1")
+    assert (not_paid.value.kind, not_paid.value.message) == (
+        ErrorKind.FAILED_PRECONDITION, "only paid payments can be refunded; this one is PENDING")
+    subscription = await _paid(service, stripe, "subscription", payment_type=2, recurring_interval="month",
+                               recurring_interval_count=1)
+    with pytest.raises(PaymentsError, match="subscription payments cannot be refunded through the service") as recurring:
+        await _refund(service, subscription.id, "r-1")
+    assert recurring.value.kind == ErrorKind.FAILED_PRECONDITION
+    assert _refund_posts(stripe) == []
+    for command, field, message in (
+        (RefundCommand(unpaid.id, "", 0, ""), "request_id", "request_id is required"),
+        (RefundCommand(unpaid.id, "r" * 129, 0, ""), "request_id", "request_id must be at most 128 characters"),
+        (RefundCommand(unpaid.id, "r-1", -1, ""), "amount_cents",
+         "amount_cents must be >= 0 (0 refunds everything still refundable)"),
+        (RefundCommand(unpaid.id, "r-1", 0, "because"), "reason",
+         "reason must be empty or one of duplicate, fraudulent, requested_by_customer"),
+    ):
+        with pytest.raises(ValidationError) as invalid:
+            validate_refund(command)
+        assert (invalid.value.field, invalid.value.message) == (field, message)
+    validate_refund(RefundCommand(unpaid.id, "r" * 128, 0, "duplicate"))  # at the limits: accepted
+
+
+async def test_a_refund_stripe_refuses_is_released_and_refused_the_same_on_replay(service, stripe):
+    payment = await _paid(service, stripe, "refused")
+    stripe.refund(payment_intent=stripe.get(payment.provider_payment_id)["payment_intent"], amount=1000)  # behind our back
+    with pytest.raises(ProviderError) as refused:
+        await _refund(service, payment.id, "r-1", 600)
+    assert refused.value.kind == ErrorKind.INVALID_ARGUMENT and not refused.value.retryable
+    assert "greater than unrefunded amount on charge ($5.00)" in refused.value.message
+    after = await service.get_payment(SHOP, payment.id)
+    assert (after.refunded_cents, after.refundable_cents) == (0, 1500)  # the reservation released
+    event, message = (await _events(service, payment.id))[-1]
+    assert event == "refund_rejected" and message.startswith("refund #") and " of 600 refused by the provider: stripe: " in message
+    with pytest.raises(ProviderError) as again:
+        await _refund(service, payment.id, "r-1", 600)
+    assert (again.value.kind, again.value.message) == (refused.value.kind, refused.value.message)
+    assert len(_refund_posts(stripe)) == 1  # the replay did not ask again
+
+
+async def test_a_refund_asked_during_an_outage_stays_reserved_and_the_retry_finishes_it(service, stripe):
+    payment = await _paid(service, stripe, "outage")
+    stripe.fail_next(3, 503, "/v1/refunds")  # the SDK's retries fail too
+    with pytest.raises(ServiceUnavailableError, match="retry the refund with the same request_id"):
+        await _refund(service, payment.id, "r-1", 500)
+    held = await service.get_payment(SHOP, payment.id)
+    assert (held.refunded_cents, held.refundable_cents) == (0, 1000)  # reserved until the answer is known
+    retried = await _refund(service, payment.id, "r-1", 500)
+    assert retried.replayed and retried.refund.status == RefundStatus.SUCCEEDED
+    assert (retried.payment.refunded_cents, retried.payment.refundable_cents) == (500, 1000)
+    assert [r.status for r in _refund_posts(stripe)] == [503, 503, 503, 200]
+    assert len({r.idempotency_key for r in _refund_posts(stripe)}) == 1  # the same key each time

@@ -28,6 +28,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 REPORT = REPO / "tests" / "mutation" / "REPORT.md"
+# The verdicts, kept in the repository (mutants/ is not): each file's mutants' exit codes
+# with its functions' hashes, so that a fresh clone's run tests only the mutants of
+# functions changed since (mutmut keeps a verdict while its function's hash is unchanged).
+RESULTS = REPO / "tests" / "mutation" / "results.json"
 EQUIVALENT = REPO / "tests" / "mutation" / "equivalent.toml"
 TARGET = 0.90
 
@@ -77,11 +81,50 @@ def module_of(name: str) -> str:
 
 
 def load_results() -> dict[str, int | None]:
-    """Every mutant mutmut made, with its exit code (None: not run yet)."""
+    """Every mutant mutmut made, with its exit code (None: not run yet); on a fresh clone
+    (no mutants/ yet), the verdicts kept in RESULTS."""
     results: dict[str, int | None] = {}
-    for meta in sorted((REPO / "mutants").rglob("*.py.meta")):
+    metas = sorted((REPO / "mutants").rglob("*.py.meta"))
+    if not metas and RESULTS.exists():
+        for data in json.loads(RESULTS.read_text()).values():
+            results.update(data["exit_code_by_key"])
+    for meta in metas:
         results.update(json.loads(meta.read_text())["exit_code_by_key"])
     return results
+
+
+def save_results() -> None:
+    kept = {}
+    for meta in sorted((REPO / "mutants").rglob("*.py.meta")):
+        data = json.loads(meta.read_text())
+        codes = {name: code for name, code in data["exit_code_by_key"].items() if code is not None and group_of(name)}
+        if codes:
+            kept[meta.relative_to(REPO / "mutants").as_posix().removesuffix(".meta")] = {
+                "hash_by_function_name": data["hash_by_function_name"], "exit_code_by_key": codes}
+    RESULTS.write_text(json.dumps(kept, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
+
+
+# mutmut's own first step (its `run` begins with it): the mutants of the current code, each
+# file's verdicts merged by function hash. Run alone, so that the mutants still to test are
+# known by name before the run.
+_GENERATE = """
+from mutmut.__main__ import copy_also_copy_files, copy_src_dir, create_mutants, setup_source_paths, set_mutant_under_test
+set_mutant_under_test("mutant_generation")
+copy_src_dir(); copy_also_copy_files(); setup_source_paths(); create_mutants({children})
+"""
+
+
+def generate_mutants(children: int) -> None:
+    """Makes mutants/ for the current code; on a fresh clone, with RESULTS' verdicts first."""
+    if RESULTS.exists():
+        for path, data in json.loads(RESULTS.read_text()).items():
+            meta = REPO / "mutants" / (path + ".meta")
+            if not meta.exists():
+                meta.parent.mkdir(parents=True, exist_ok=True)
+                meta.write_text(json.dumps({**data, "type_check_error_by_key": {}, "durations_by_key": {},
+                                            "estimated_durations_by_key": {}}))
+    subprocess.run([sys.executable, "-c", _GENERATE.format(children=children)], cwd=REPO, check=True,
+                   stdout=subprocess.DEVNULL)
 
 
 def load_equivalent() -> dict[str, tuple[str, str]]:
@@ -157,7 +200,9 @@ def write_report() -> dict[str, Counter]:
     lines = [
         "# Mutation testing report",
         "",
-        f"Written by `make mutate` (scripts/mutation_report.py) on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC with mutmut;",
+        f"Written by `make mutate` (scripts/mutation_report.py) on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC with mutmut,",
+        f"in a checkout of commit `{_head()}`; verdicts of functions unchanged since earlier runs are kept from them",
+        "(tests/mutation/results.json);",
         "scope and test subset: the script's SCOPE and pyproject's `[tool.mutmut]`.",
         "Score = (killed + timeout) / (mutants run − equivalent); target ≥ 90 % per module.",
         "A survivor is a change no test noticed: kill it with a test, or explain it in",
@@ -178,13 +223,20 @@ def write_report() -> dict[str, Counter]:
             lines.append(f"| {group} | " + " | ".join(str(totals[group][c]) for c in COLUMNS) + f" | {score(totals[group])} |")
 
     lines += ["", "## Survivors not yet killed or explained", ""]
+    untested: Counter = Counter()  # function -> its mutants no test in the subset reaches
+    for module, names in sorted(survivors.items()):
+        survived = [name for name in names if STATUS.get(results[name]) == "survived"]
+        untested.update(name.split("__mutmut_")[0] for name in names if STATUS.get(results[name]) != "survived")
+        if survived:
+            lines += [f"### {module}", ""]
+        for name in survived:
+            lines += [f"- `{name}`", "", "  ```diff"]
+            lines += ["  " + line for line in diff_of(name).splitlines()] + ["  ```", ""]
     if not survivors:
         lines.append("None.")
-    for module, names in sorted(survivors.items()):
-        lines += [f"### {module}", ""]
-        for name in names:
-            lines += [f"- `{name}` ({STATUS.get(results[name], 'other')})", "", "  ```diff"]
-            lines += ["  " + line for line in diff_of(name).splitlines()] + ["  ```", ""]
+    lines += ["## Functions no test in the subset reaches (their mutants: *no tests*)", ""]
+    lines += [f"- `{function}`: {count}" for function, count in sorted(untested.items())] or ["None."]
+    lines.append("")
     lines += ["## Bugs planted by hand", "",
               "mutmut mutates inside functions only, so module-level tables and statements (the transition",
               "table, the conditional UPDATE) and multi-token bugs are planted by tests/mutation/planted.py:", ""]
@@ -200,6 +252,11 @@ def write_report() -> dict[str, Counter]:
     return totals
 
 
+def _head() -> str:
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
+    return head.stdout.strip() or "unknown"
+
+
 def score(counts: Counter) -> str:
     run = sum(counts[c] for c in COLUMNS if c not in ("not run", "equivalent"))
     if not run:
@@ -208,23 +265,20 @@ def score(counts: Counter) -> str:
 
 
 def run_mutmut(children: int, groups: list[str], match: list[str], survivors_only: bool = False) -> int:
-    """Runs the groups' mutants. After a first run, only those without a verdict and the
-    survivors are run again (mutmut reruns every mutant it is named), so an interrupted
-    run resumes and new tests get their chance at the survivors."""
-    patterns = [p for g in groups for p in SCOPE[g]]
-    done = load_results()
+    """Runs the groups' mutants that have no verdict yet, and the survivors (mutmut reruns
+    every mutant it is named), so an interrupted run resumes and new tests get their
+    chance at the survivors."""
     equivalent = load_equivalent()
-    if done:
-        patterns = [name for name, code in done.items()
-                    if group_of(name) in groups
-                    and STATUS.get(code) in (("survived", "no tests") if survivors_only else ("not run", "survived", "no tests"))
-                    and (not match or any(fnmatch.fnmatchcase(name, m) for m in match))
-                    and equivalent_reason(name, equivalent) is None]
-        if not patterns:
-            print("every mutant of these groups has a verdict; delete mutants/ to start afresh")
-            return 0
+    names = [name for name, code in load_results().items()
+             if group_of(name) in groups
+             and STATUS.get(code) in (("survived", "no tests") if survivors_only else ("not run", "survived", "no tests"))
+             and (not match or any(fnmatch.fnmatchcase(name, m) for m in match))
+             and equivalent_reason(name, equivalent) is None]
+    if not names:
+        print("every mutant of these groups has a verdict; delete mutants/ and tests/mutation/results.json to start afresh")
+        return 0
     mutmut = Path(sys.executable).with_name("mutmut")
-    return subprocess.call([str(mutmut), "run", "--max-children", str(children), *patterns], cwd=REPO)
+    return subprocess.call([str(mutmut), "run", "--max-children", str(children), *names], cwd=REPO)
 
 
 def main() -> int:
@@ -240,9 +294,11 @@ def main() -> int:
     args = parser.parse_args()
     if args.run:
         check_planted()
+        generate_mutants(args.children)
         code = run_mutmut(args.children, args.only, args.match, args.survivors)
         if code != 0:
             print(f"mutmut run exited {code}; the report shows what it finished", file=sys.stderr)
+        save_results()
     totals = write_report()
     for group, counts in totals.items():
         print(f"{group}: {score(counts)} ({', '.join(f'{counts[c]} {c}' for c in COLUMNS if counts[c])})")

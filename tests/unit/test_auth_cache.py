@@ -98,7 +98,8 @@ async def test_other_keys_fly_separately_and_a_waiter_going_away_does_not_cancel
 
 
 async def test_gateway_services_act_for_any_caller():
-    for caller, expected in ((Caller("payments-gateway"), Caller("payments-gateway", frozenset({"*"}))),
+    for caller, expected in ((Caller("payments-gateway", key_id="psk_gw01"),  # the key stays known (audit log)
+                              Caller("payments-gateway", frozenset({"*"}), key_id="psk_gw01")),
                              (Caller("payments-gateway", frozenset({"billing"})),
                               Caller("payments-gateway", frozenset({"billing", "*"}))),
                              (Caller("shop"), Caller("shop"))):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import time
 from datetime import datetime
 
 from payments_svc.providers.vnpay.signing import checksum, has_valid_hash, hash_data, signed_query, vnpay_time
@@ -72,3 +73,14 @@ def test_the_api_checksum_joins_the_fields_with_bars():
 def test_times_are_gmt_plus_7():
     assert vnpay_time(datetime(2021, 8, 1, 8, 33, 33)) == "20210801153333"  # 08:33 UTC
     assert vnpay_time(datetime(2025, 12, 31, 20, 0, 0)) == "20260101030000"  # a new day and year in Vietnam
+
+
+def test_vnpay_time_reads_the_moment_as_utc_whatever_the_machines_zone(monkeypatch):
+    """The database's naive datetimes are UTC; a server whose zone is not must send the same time."""
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        assert vnpay_time(datetime(2021, 8, 1, 8, 33, 33)) == "20210801153333"
+    finally:
+        monkeypatch.undo()
+        time.tzset()

@@ -55,32 +55,45 @@ def _claim_statement(condition, first_by: sa.ColumnElement) -> st.Statement:
                         postgresql=select(first_by.nulls_first()).with_for_update(skip_locked=True))
 
 
-# CREATED payments whose create lease ran out (their creator crashed or gave up) and
-# whose next try is due: due the moment the lease ends, oldest lease first.
-_CLAIM_UNFINISHED_CREATES = _claim_statement(
-    sa.and_(
-        _p.status == int(PaymentStatus.CREATED),
-        sa.or_(_p.create_lease_until.is_(None), _p.create_lease_until <= _now),
-        sa.or_(_p.reconcile_next_at.is_(None), _p.reconcile_next_at <= _now),
-    ),
-    _p.create_lease_until,
-)
-# PENDING and PROCESSING payments unchanged since `stale_before` whose next check is due.
-# Never checked ones (NULL) go first, then the longest overdue, so payments that never
-# change cannot starve the rest.
-_CLAIM_FOR_RECONCILE = _claim_statement(
-    sa.and_(
-        _p.status.in_(_constants(STARTED_STATUSES)),
-        _p.updated_at <= sa.bindparam("stale_before", type_=_p.updated_at.type),
-        sa.or_(_p.reconcile_next_at.is_(None), _p.reconcile_next_at <= _now),
-    ),
-    _p.reconcile_next_at,
-)
-_CLAIM_FOR_EXPIRY = _claim_statement(
-    sa.and_(_p.status.in_(_constants(OPEN_STATUSES)),
-            _p.created_at <= sa.bindparam("created_before", type_=_p.created_at.type)),
-    _p.created_at,
-)
+# The claims are built on first use (mutation testing sees only calls made after import).
+@functools.cache
+def _claim_unfinished_creates() -> st.Statement:
+    """CREATED payments whose create lease ran out (their creator crashed or gave up) and
+    whose next try is due: due the moment the lease ends, oldest lease first."""
+    return _claim_statement(
+        sa.and_(
+            _p.status == int(PaymentStatus.CREATED),
+            sa.or_(_p.create_lease_until.is_(None), _p.create_lease_until <= _now),
+            sa.or_(_p.reconcile_next_at.is_(None), _p.reconcile_next_at <= _now),
+        ),
+        _p.create_lease_until,
+    )
+
+
+@functools.cache
+def _claim_for_reconcile() -> st.Statement:
+    """PENDING and PROCESSING payments unchanged since `stale_before` whose next check is due.
+    Never checked ones (NULL) go first, then the longest overdue, so payments that never
+    change cannot starve the rest."""
+    return _claim_statement(
+        sa.and_(
+            _p.status.in_(_constants(STARTED_STATUSES)),
+            _p.updated_at <= sa.bindparam("stale_before", type_=_p.updated_at.type),
+            sa.or_(_p.reconcile_next_at.is_(None), _p.reconcile_next_at <= _now),
+        ),
+        _p.reconcile_next_at,
+    )
+
+
+@functools.cache
+def _claim_for_expiry() -> st.Statement:
+    return _claim_statement(
+        sa.and_(_p.status.in_(_constants(OPEN_STATUSES)),
+                _p.created_at <= sa.bindparam("created_before", type_=_p.created_at.type)),
+        _p.created_at,
+    )
+
+
 _SCHEDULE_NEXT_RECONCILE = st.Statement(
     payments.update()
     .where(_p.id == sa.bindparam("where_id"), _p.job_lease_until == sa.bindparam("held_until", type_=_p.job_lease_until.type))
@@ -111,20 +124,20 @@ class PaymentJobRepository:
     async def claim_unfinished_creates(
         self, *, provider: ProviderType, now: datetime, limit: int, lease_until: datetime
     ) -> list[ClaimedPayment]:
-        return await self._claim(_CLAIM_UNFINISHED_CREATES, {"provider": int(provider), "now": now, "limit": limit},
+        return await self._claim(_claim_unfinished_creates(), {"provider": int(provider), "now": now, "limit": limit},
                                  lease_until)
 
     async def claim_for_reconcile(
         self, *, provider: ProviderType, now: datetime, stale_before: datetime, limit: int, lease_until: datetime
     ) -> list[ClaimedPayment]:
         params = {"provider": int(provider), "now": now, "stale_before": stale_before, "limit": limit}
-        return await self._claim(_CLAIM_FOR_RECONCILE, params, lease_until)
+        return await self._claim(_claim_for_reconcile(), params, lease_until)
 
     async def claim_for_expiry(
         self, *, provider: ProviderType, now: datetime, created_before: datetime, limit: int, lease_until: datetime
     ) -> list[ClaimedPayment]:
         params = {"provider": int(provider), "now": now, "created_before": created_before, "limit": limit}
-        return await self._claim(_CLAIM_FOR_EXPIRY, params, lease_until)
+        return await self._claim(_claim_for_expiry(), params, lease_until)
 
     async def _claim(self, stmt: st.Statement, params: dict, lease_until: datetime) -> list[ClaimedPayment]:
         rows = await st.fetch_all(self.conn, stmt, params)

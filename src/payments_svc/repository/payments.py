@@ -77,6 +77,7 @@ _GET_WITH_LATEST_DELIVERY = st.Statement(
 UPDATE_PAYMENT = payments.update().with_hint("FORCE INDEX (PRIMARY)", dialect_name="mysql")
 
 
+@functools.cache  # built on first use, like the other builders (mutation testing sees only calls after import)
 def _claim_lease_statement(seen_lease: bool) -> st.Statement:
     lease = _p.create_lease_until
     return st.Statement(
@@ -89,9 +90,6 @@ def _claim_lease_statement(seen_lease: bool) -> st.Statement:
         )
         .values(create_lease_until=sa.bindparam("lease_until"), updated_at=sa.bindparam("now"))
     )
-
-
-_CLAIM_LEASE = {seen: _claim_lease_statement(seen) for seen in (False, True)}
 
 
 @functools.cache
@@ -249,7 +247,7 @@ class PaymentRepository:
     ) -> bool:
         """Takes over an unfinished create whose lease ran out; only one claimer wins."""
         params = {"where_id": payment_id, "seen_lease_until": seen_lease_until, "now": now, "lease_until": lease_until}
-        return await st.execute(self.conn, _CLAIM_LEASE[seen_lease_until is not None], params) == 1
+        return await st.execute(self.conn, _claim_lease_statement(seen_lease_until is not None), params) == 1
 
 
 def _update_chain(payment_id: int, expected: PaymentStatus, values: dict[str, Any],

@@ -23,6 +23,8 @@ from payments_svc.repository.stellar import (
     find_stellar_payment,
 )
 
+from ..conftest import ALL_BACKENDS
+
 SHOP = "GSHOP" + "A" * 51  # 56 characters, as a Stellar account id
 OTHER = "GOTHER" + "B" * 50
 T0 = datetime(2024, 5, 1, 12, 0, 0, 123456)
@@ -76,9 +78,8 @@ async def _locked_elsewhere(db, table: sa.Table, where) -> bool:
         return False
 
 
-def _server_database_only(db) -> None:
-    if db.engine.dialect.name == "sqlite":
-        pytest.skip("SQLite locks the whole file: no row locks, FOR UPDATE is not rendered")
+# SQLite locks the whole file: it has no row locks, and FOR UPDATE is not rendered there.
+on_server_databases = pytest.mark.parametrize("database", [b for b in ALL_BACKENDS if b != "sqlite"], indirect=True)
 
 
 # --- stellar_cursors --------------------------------------------------------------------
@@ -128,9 +129,9 @@ async def test_a_cursor_moves_only_from_where_it_was_read_and_only_for_its_accou
     assert await _cursor_rows(db) == sorted([(SHOP, "300", T1), (OTHER, "100", T0)])
 
 
+@on_server_databases
 async def test_reading_a_cursor_for_update_locks_its_row_and_a_plain_read_does_not(container):
     db = container.db
-    _server_database_only(db)
     async with db.transaction() as conn:
         await StellarCursorRepository(conn).create(SHOP, "100", T0)
     async with db.transaction() as conn:
@@ -242,9 +243,9 @@ async def test_a_memo_of_another_provider_s_payment_finds_nothing(container):
     assert found == stellar and (found.provider, found.amount_cents) == (ProviderType.STELLAR, 1503)
 
 
+@on_server_databases
 async def test_finding_a_stellar_payment_locks_its_row(container):
     db = container.db
-    _server_database_only(db)
     payment = await _insert_payment(db, 1, ProviderType.STELLAR, "memo-1")
     async with db.transaction() as conn:
         assert await find_stellar_payment(conn, "memo-1") == payment

@@ -32,13 +32,15 @@ class ProviderObjectRepository:
     async def register(self, provider: ProviderType, payment_id: int, object_ids: Iterable[str], now: datetime) -> None:
         """Records the objects not recorded yet. Callers hold the payment's row lock,
         and an object belongs to one payment, so no other writer inserts the same ids."""
-        ids = list(dict.fromkeys(object_ids))
+        # Ids as the column keeps them (255 characters), so one seen again is known and not
+        # inserted twice.
+        ids = list(dict.fromkeys(i[:255] for i in object_ids))
         if not ids:
             return
         stmt = sa.select(provider_objects.c.object_id).where(
             provider_objects.c.provider == int(provider), provider_objects.c.object_id.in_(ids))
         known = {row[0] for row in await self.conn.execute(stmt)}
-        rows = [dict(provider=int(provider), object_id=i[:255], payment_id=payment_id, created_at=now)
+        rows = [dict(provider=int(provider), object_id=i, payment_id=payment_id, created_at=now)
                 for i in ids if i not in known]
         if rows:
             await self.conn.execute(provider_objects.insert(), rows)

@@ -243,10 +243,16 @@ def write_report() -> dict[str, Counter]:
     planted = json.loads(PLANTED.read_text()) if PLANTED.exists() else {}
     lines += [f"- `{bug}`: {'caught' if r['caught'] else '**NOT caught**'} by `{r['tests']}`" for bug, r in planted.items()]
     lines += ["" if planted else "Not checked yet (`make mutate` checks them).", ""]
-    lines += ["## Equivalent mutants (cannot change behaviour)", ""]
-    lines += [f"- `{name}`: {why}" for name, why in explained["equivalent"]] or ["None."]
-    lines += ["", "## Survivors only tests outside the fast subset can kill", ""]
-    lines += [f"- `{name}`: {why}" for name, why in explained["outside"]] or ["None."]
+    # With each reason its mutant's diff: mutmut numbers a function's mutants afresh when the
+    # function changes, so a reader can see that the reason still fits the change it names.
+    for kind, title in (("equivalent", "Equivalent mutants (cannot change behaviour)"),
+                        ("outside", "Survivors only tests outside the fast subset can kill")):
+        lines += [f"## {title}", ""]
+        for name, why in explained[kind]:
+            lines += [f"- `{name}`: {why}", "", "  ```diff"]
+            lines += ["  " + line for line in diff_of(name).splitlines()] + ["  ```", ""]
+        if not explained[kind]:
+            lines += ["None.", ""]
     REPORT.parent.mkdir(parents=True, exist_ok=True)
     REPORT.write_text("\n".join(lines) + "\n")
     return totals

@@ -79,6 +79,18 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
+async def two_waiting_behind_a_lone_write(name: str):
+    """One writer at a time: write 1 goes alone and is let through; 2 and 3 then go as one
+    group, which is held at 2 (the test releases it)."""
+    db = StandIn()
+    groups = GroupCommit(db, name, db.write, max_group=8, max_in_flight=1)
+    db.hold(1, 2)
+    writes = [asyncio.ensure_future(groups.submit(i)) for i in (1, 2, 3)]
+    await settle()
+    db.release(1)
+    return db, groups, writes
+
+
 async def test_a_lone_write_goes_at_once_in_the_callers_task(request):
     db = StandIn()
     kind = request.node.name
@@ -207,12 +219,7 @@ async def test_a_write_answering_for_fewer_items_fails_those_it_did_not_answer(r
 
 
 async def test_a_writer_cancelled_mid_write_cancels_its_waiters(request):
-    db = StandIn()
-    groups = GroupCommit(db, request.node.name, db.write, max_group=8, max_in_flight=1)
-    db.hold(1, 2)
-    writes = [asyncio.ensure_future(groups.submit(i)) for i in (1, 2, 3)]
-    await settle()
-    db.release(1)
+    db, groups, writes = await two_waiting_behind_a_lone_write(request.node.name)
     assert await writes[0] == 10
     await settle()
     [writer] = groups._writers
@@ -225,12 +232,7 @@ async def test_a_writer_cancelled_mid_write_cancels_its_waiters(request):
 
 
 async def test_a_caller_that_goes_away_does_not_stop_its_group(request):
-    db = StandIn()
-    groups = GroupCommit(db, request.node.name, db.write, max_group=8, max_in_flight=1)
-    db.hold(1, 2)
-    writes = [asyncio.ensure_future(groups.submit(i)) for i in (1, 2, 3)]
-    await settle()
-    db.release(1)
+    db, groups, writes = await two_waiting_behind_a_lone_write(request.node.name)
     await settle()
     writes[2].cancel()
     db.release(2)

@@ -136,6 +136,17 @@ async def audit_entries(service):
         return await AuditRepository(conn).list()
 
 
+async def cancel_while_creating(svc, request_id: str):
+    """Starts a create that waits inside the provider call and cancels its reserved payment
+    meanwhile: (the create's task, the reserved payment, the canceled payment). The test
+    sets svc.provider.gate to let the create go on."""
+    svc.provider.gate = asyncio.Event()
+    task = asyncio.create_task(svc.create_payment(SHOP, command(request_id)))
+    await asyncio.wait_for(svc.provider.create_entered.wait(), 10)
+    [(reserved, _)] = svc.provider.created
+    return task, reserved, await svc.cancel_payment(SHOP, reserved.id, "")
+
+
 def approx_now(moment, before, after) -> bool:
     return before - timedelta(seconds=1) <= moment <= after + timedelta(seconds=1)
 
@@ -321,11 +332,7 @@ async def test_a_rejected_create_fails_the_payment_and_its_replay_raises_the_sam
 
 
 async def test_a_rejection_after_the_payment_was_canceled_leaves_it_canceled(svc):
-    svc.provider.gate = asyncio.Event()
-    task = asyncio.create_task(svc.create_payment(SHOP, command("late-rej")))
-    await asyncio.wait_for(svc.provider.create_entered.wait(), 10)
-    [(reserved, _)] = svc.provider.created
-    await svc.cancel_payment(SHOP, reserved.id, "")
+    task, reserved, _ = await cancel_while_creating(svc, "late-rej")
     svc.provider.create_errors = [ProviderError("declined", retryable=False)]
     svc.provider.gate.set()
     with pytest.raises(ProviderError, match="declined"):
@@ -378,11 +385,7 @@ async def test_a_checkout_that_leaves_the_payment_created_is_recorded_under_the_
 
 
 async def test_a_create_canceled_meanwhile_keeps_the_provider_ids_and_stops_the_object(svc):
-    svc.provider.gate = asyncio.Event()
-    task = asyncio.create_task(svc.create_payment(SHOP, command("ended")))
-    await asyncio.wait_for(svc.provider.create_entered.wait(), 10)
-    [(reserved, _)] = svc.provider.created
-    await svc.cancel_payment(SHOP, reserved.id, "")
+    task, reserved, _ = await cancel_while_creating(svc, "ended")
     svc.provider.gate.set()
     p = (await task).payment
     row = await stored(svc, reserved.id)
@@ -551,11 +554,7 @@ async def test_a_cancel_without_a_reason_stores_none(svc):
 
 
 async def test_a_cancel_before_the_provider_object_exists_asks_no_provider(svc):
-    svc.provider.gate = asyncio.Event()
-    task = asyncio.create_task(svc.create_payment(SHOP, command("early")))
-    await asyncio.wait_for(svc.provider.create_entered.wait(), 10)
-    [(reserved, _)] = svc.provider.created
-    canceled = await svc.cancel_payment(SHOP, reserved.id, "")
+    task, reserved, canceled = await cancel_while_creating(svc, "early")
     assert canceled.status == PaymentStatus.CANCELED and svc.provider.cancels == []
     svc.provider.gate.set()
     await task

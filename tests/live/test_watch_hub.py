@@ -18,7 +18,7 @@ from payments_svc.domain.payment import CreatePaymentCommand
 from payments_svc.repository.event_feed import EventFeedRepository
 from payments_svc.repository.events import EventRepository
 from payments_svc.service import watch
-from payments_svc.service.watch import SHUTTING_DOWN, SLOW_READER, WatchEnded, WatchHub
+from payments_svc.service.watch import SHUTTING_DOWN, SLOW_READER, WatchEnded
 
 SHOP = Caller("shop")
 INTERVAL = 0.05
@@ -29,13 +29,6 @@ async def container(make_container):
     container = await make_container(PAYMENTS_WATCH_POLL_INTERVAL_SECONDS=str(INTERVAL), PAYMENTS_WATCH_QUEUE_SIZE="3")
     yield container
     await container.close()
-
-
-@pytest.fixture
-async def hub(container):
-    hub = WatchHub(container.db, container.settings)
-    yield hub
-    await hub.close()
 
 
 @pytest.fixture

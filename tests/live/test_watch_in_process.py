@@ -56,13 +56,6 @@ async def container(make_container):
 
 
 @pytest.fixture
-async def hub(container):
-    hub = WatchHub(container.db, container.settings)
-    yield hub
-    await hub.close()
-
-
-@pytest.fixture
 def service(container, hub):
     return WatchService(container.db, hub, container.settings)
 

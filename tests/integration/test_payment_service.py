@@ -353,8 +353,11 @@ async def test_cancel_racing_paid_ends_valid_with_both_recorded(service):
         events = {e.event_type: e for e in await service.list_payment_events(SHOP, payment.id, limit=0, after_event_id=0)}
         assert "payment.succeeded" in events
         if current.status == PaymentStatus.PAID:
-            assert isinstance(results[0], InvalidTransitionError)
-            assert "cancel_rejected" in events
+            assert isinstance(results[0], InvalidTransitionError) and "payment_canceled" not in events
+            # A cancel that read PENDING and lost the race records its attempt (cancel_rejected:
+            # tests/integration/test_group_commit.py makes that order certain); one that already
+            # read PAID is refused before deciding anything, like any cancel of a paid payment.
+            # Which of the two happens here is up to the scheduler.
         else:
             assert current.status == PaymentStatus.CANCELED and current.attention_required
             assert "payment_canceled" in events and events["payment.succeeded"].needs_attention

@@ -126,6 +126,6 @@ class ServiceUnavailableError(PaymentsError):
 class ProviderError(PaymentsError):
     """A provider call failed. `retryable` errors leave the payment for reconcile."""
 
-    def __init__(self, message: str, *, retryable: bool, kind: ErrorKind | None = None, field: str | None = None):
-        super().__init__(message, kind or (ErrorKind.UNAVAILABLE if retryable else ErrorKind.INVALID_ARGUMENT), field=field)
+    def __init__(self, message: str, *, retryable: bool, kind: ErrorKind | None = None):
+        super().__init__(message, kind or (ErrorKind.UNAVAILABLE if retryable else ErrorKind.INVALID_ARGUMENT))
         self.retryable = retryable

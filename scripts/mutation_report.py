@@ -62,7 +62,8 @@ SCOPE: dict[str, list[str]] = {
 # mutmut's exit codes -> the report's columns (mutmut.stats.status_by_exit_code).
 STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests", 36: "timeout", 24: "timeout",
           -24: "timeout", 152: "timeout", 255: "timeout", None: "not run", 34: "skipped"}
-COLUMNS = ("killed", "timeout", "survived", "no tests", "outside", "equivalent", "other", "not run")
+COLUMNS = ("killed", "killed elsewhere", "timeout", "survived", "no tests", "outside", "equivalent", "other", "not run")
+KILLED = ("killed", "killed elsewhere", "timeout")
 
 
 def group_of(name: str) -> str | None:
@@ -127,16 +128,18 @@ def generate_mutants(children: int) -> None:
                    stdout=subprocess.DEVNULL)
 
 
-def load_equivalent() -> dict[str, tuple[str, str]]:
-    """Mutant name (or pattern) -> (kind, why): "equivalent" (cannot change behaviour) or
-    "outside" (changes behaviour that only tests outside the fast subset can see, e.g. on MariaDB)."""
+def load_equivalent() -> dict[str, dict]:
+    """Mutant name (or pattern) -> its entry: kind "equivalent" (cannot change behaviour) or
+    "outside" (changes behaviour only tests outside the fast subset can see, e.g. on MariaDB;
+    with `killed_by`, the pytest arguments of those tests, which check_killed_elsewhere runs)."""
     if not EQUIVALENT.exists():
         return {}
     entries = tomllib.loads(EQUIVALENT.read_text())["equivalent"]
-    return {e["mutant"]: (e.get("kind", "equivalent"), e["why"]) for e in entries}
+    return {e["mutant"]: {"kind": e.get("kind", "equivalent"), "why": e["why"], "killed_by": e.get("killed_by", [])}
+            for e in entries}
 
 
-def equivalent_reason(name: str, equivalent: dict[str, tuple[str, str]]) -> tuple[str, str] | None:
+def equivalent_reason(name: str, equivalent: dict[str, dict]) -> dict | None:
     if name in equivalent:
         return equivalent[name]
     return next((entry for pattern, entry in equivalent.items() if fnmatch.fnmatchcase(name, pattern)), None)
@@ -160,6 +163,7 @@ def diff_of(name: str) -> str:
 
 
 PLANTED = REPO / "mutants" / "planted.json"
+KILLED_ELSEWHERE = REPO / "mutants" / "killed_elsewhere.json"
 
 
 def check_planted() -> None:
@@ -178,9 +182,30 @@ def check_planted() -> None:
     PLANTED.write_text(json.dumps(caught, indent=1))
 
 
+def check_killed_elsewhere() -> None:
+    """Runs each *outside* entry's `killed_by` tests (e.g. the MariaDB ones, which the fast
+    subset leaves out) with each of its surviving mutants active, the way mutmut runs its own
+    (in mutants/, the mutant named in MUTANT_UNDER_TEST); the tests failing is a kill."""
+    equivalent = load_equivalent()
+    checked = {}
+    for name, code in sorted(load_results().items()):
+        entry = equivalent_reason(name, equivalent) if STATUS.get(code) == "survived" and group_of(name) else None
+        if not entry or not entry["killed_by"]:
+            continue
+        code = subprocess.call([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
+                                *entry["killed_by"]], cwd=REPO / "mutants",
+                               env={**os.environ, "MUTANT_UNDER_TEST": name, "PYTHONPATH": str(REPO / "mutants" / "src")},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # pytest: 1 = tests failed (killed), 0 = passed (the claim is wrong), else it could not run them
+        checked[name] = {"tests": " ".join(entry["killed_by"]), "exit_code": code}
+        print(f"{name}: {'killed' if code == 1 else f'NOT killed (pytest exit {code})'} by {checked[name]['tests']}")
+    KILLED_ELSEWHERE.write_text(json.dumps(checked, indent=1, ensure_ascii=False))
+
+
 def write_report() -> dict[str, Counter]:
     results = load_results()
     equivalent = load_equivalent()
+    elsewhere = json.loads(KILLED_ELSEWHERE.read_text()) if KILLED_ELSEWHERE.exists() else {}
     by_module: dict[tuple[str, str], Counter] = defaultdict(Counter)
     survivors: dict[str, list[str]] = defaultdict(list)
     explained: dict[str, list[tuple[str, str]]] = defaultdict(list)
@@ -190,9 +215,20 @@ def write_report() -> dict[str, Counter]:
             continue
         status = STATUS.get(code, "other")
         entry = equivalent_reason(name, equivalent) if status in ("survived", "no tests") else None
-        if entry:
-            status, why = entry
-            explained[status].append((name, why))
+        if entry and entry["killed_by"]:
+            check = elsewhere.get(name)
+            if check is None or check["exit_code"] not in (0, 1):  # not checked (yet): only explained
+                status = "outside"
+                note = "not run against it yet" if check is None else f"could not run: pytest exit {check['exit_code']}"
+                explained[status].append((name, f"{entry['why']} (its killed_by tests {note})"))
+            elif check["exit_code"] == 1:
+                status = "killed elsewhere"
+                explained[status].append((name, f"`{check['tests']}`: {entry['why']}"))
+            else:  # the named tests passed with the mutant active: a plain survivor
+                survivors[module_of(name)].append(name)
+        elif entry:
+            status = entry["kind"]
+            explained[status].append((name, entry["why"]))
         elif status in ("survived", "no tests"):
             survivors[module_of(name)].append(name)
         by_module[(group, module_of(name))][status] += 1
@@ -208,6 +244,8 @@ def write_report() -> dict[str, Counter]:
         "A survivor is a change no test noticed: kill it with a test, or explain it in",
         "tests/mutation/equivalent.toml: *equivalent* (cannot change behaviour; left out of the score) or",
         "*outside* (a change only tests outside the fast subset can see, e.g. on MariaDB; still counted as not killed).",
+        "*killed elsewhere*: an outside entry whose `killed_by` tests (MariaDB's, say) were run with the",
+        "mutant active and failed; counted as killed.",
         "*not run*: mutants the last run did not reach (`make mutate` resumes with them).",
         "",
         "| group | module | " + " | ".join(COLUMNS) + " | score |",
@@ -230,7 +268,8 @@ def write_report() -> dict[str, Counter]:
         if survived:
             lines += [f"### {module}", ""]
         for name in survived:
-            lines += [f"- `{name}`", "", "  ```diff"]
+            refuted = f" (its killed_by tests passed with it: `{elsewhere[name]['tests']}`)" if name in elsewhere else ""
+            lines += [f"- `{name}`{refuted}", "", "  ```diff"]
             lines += ["  " + line for line in diff_of(name).splitlines()] + ["  ```", ""]
     if not survivors:
         lines.append("None.")
@@ -245,7 +284,8 @@ def write_report() -> dict[str, Counter]:
     lines += ["" if planted else "Not checked yet (`make mutate` checks them).", ""]
     # With each reason its mutant's diff: mutmut numbers a function's mutants afresh when the
     # function changes, so a reader can see that the reason still fits the change it names.
-    for kind, title in (("equivalent", "Equivalent mutants (cannot change behaviour)"),
+    for kind, title in (("killed elsewhere", "Killed by tests outside the fast subset (run with the mutant active)"),
+                        ("equivalent", "Equivalent mutants (cannot change behaviour)"),
                         ("outside", "Survivors only tests outside the fast subset can kill")):
         lines += [f"## {title}", ""]
         for name, why in explained[kind]:
@@ -267,7 +307,7 @@ def score(counts: Counter) -> str:
     run = sum(counts[c] for c in COLUMNS if c not in ("not run", "equivalent"))
     if not run:
         return "–"
-    return f"{100 * (counts['killed'] + counts['timeout']) / run:.1f} %"
+    return f"{100 * sum(counts[c] for c in KILLED) / run:.1f} %"
 
 
 def run_mutmut(children: int, groups: list[str], match: list[str], survivors_only: bool = False) -> int:
@@ -297,6 +337,8 @@ def main() -> int:
                         help="with --run after a first run: only mutants whose name matches, e.g. 'payments_svc.repository.payments.*'")
     parser.add_argument("--survivors", action="store_true",
                         help="with --run after a first run: only the survivors (after adding tests that should kill them)")
+    parser.add_argument("--check-elsewhere", action="store_true",
+                        help="only run the outside entries' killed_by tests against their mutants (after a run), then report")
     args = parser.parse_args()
     if args.run:
         check_planted()
@@ -305,6 +347,8 @@ def main() -> int:
         if code != 0:
             print(f"mutmut run exited {code}; the report shows what it finished", file=sys.stderr)
         save_results()
+    if args.run or args.check_elsewhere:
+        check_killed_elsewhere()
     totals = write_report()
     for group, counts in totals.items():
         print(f"{group}: {score(counts)} ({', '.join(f'{counts[c]} {c}' for c in COLUMNS if counts[c])})")

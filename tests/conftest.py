@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,20 @@ from .support import base_env, new_database
 def pytest_asyncio_loop_factories(config, item):
     """In-process tests run on the event loop the service runs on (uvloop, PAYMENTS_UVLOOP)."""
     return {"uvloop": uvloop.new_event_loop}
+
+
+@pytest.fixture(autouse=True)
+def _cached_builders_run_again_for_mutmut_stats():
+    """mutmut (make mutate) links each function to the tests that call it, and tests its
+    mutants with those only; a functools.cache'd statement builder is called by the first
+    test of the session alone. While mutmut collects those links, every test starts with
+    the caches empty, so each one that needs a statement builds it."""
+    if os.environ.get("MUTANT_UNDER_TEST") == "stats":
+        for module in [m for name, m in sys.modules.items() if name.startswith("payments_svc.")]:
+            for value in vars(module).values():
+                if callable(getattr(value, "cache_clear", None)) and getattr(value, "__module__", None) == module.__name__:
+                    value.cache_clear()
+    yield
 
 
 BACKENDS = ["sqlite", pytest.param("mysql", marks=pytest.mark.mysql)]

@@ -1,10 +1,7 @@
 """The job claims' SQL at two edges test_claims.py and test_claim_edges.py leave: payments
 that tie on the claim's order column (never checked, created at the same moment) are taken in id
 order, whatever order the database reads them in; and on PostgreSQL a claim skips a due
-payment another connection holds locked (FOR UPDATE SKIP LOCKED) instead of waiting for it.
-
-The claims' statements are built once per process (functools.cache): the `fresh_claims`
-fixture has each test build them again, so each test runs the claim-building code itself."""
+payment another connection holds locked (FOR UPDATE SKIP LOCKED) instead of waiting for it."""
 
 from __future__ import annotations
 
@@ -16,23 +13,12 @@ import sqlalchemy as sa
 
 from payments_svc.db.tables import payments
 from payments_svc.domain.enums import PaymentStatus
-from payments_svc.repository import payment_jobs
 
 from ..conftest import ALL_BACKENDS
 from .test_claims import LEASE, NOW, claim, ids, make_payments, set_row
 
 S = PaymentStatus
 OLD = NOW - timedelta(hours=1)
-
-
-@pytest.fixture(autouse=True)
-def fresh_claims():
-    builders = (payment_jobs._claim_unfinished_creates, payment_jobs._claim_for_reconcile, payment_jobs._claim_for_expiry)
-    for build in builders:
-        build.cache_clear()
-    yield
-    for build in builders:
-        build.cache_clear()
 
 
 async def leases(container) -> dict[int, object]:

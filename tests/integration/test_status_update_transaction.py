@@ -1,7 +1,7 @@
-"""update_if_status leaves the caller's transaction open unless told to end it: a refused
-change's side values and the event that records them are written by two calls, and a
-failure between or after them must undo both (on MySQL a stray COMMIT in the first call's
-round trip would keep the first)."""
+"""update_if_status and apply_status_change leave the caller's transaction open unless told
+to end it: a refund's or a webhook's status change is followed by more writes in the same
+transaction, and a failure after it must undo it too (on MySQL a stray COMMIT sent with the
+change's statements would keep it)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from payments_svc.clock import utcnow
 from payments_svc.domain.enums import PaymentStatus
 from payments_svc.repository.events import INSERT_AFTER_UPDATE, EventRepository, event_row
 from payments_svc.repository.payments import PaymentRepository
+from payments_svc.service.status_changes import StatusChange, apply_status_change
 
 from ..jobs.helpers import command
 
@@ -57,3 +58,17 @@ async def test_a_status_update_told_to_end_the_transaction_is_kept(container):
             payment.id, PaymentStatus.PENDING, {"attention_required": True, "updated_at": now}, then=then, commit=True)
     attention, events = await _attention_and_events(container, payment.id)
     assert attention and events[-1] == "test_marked"
+
+
+async def test_a_rolled_back_transaction_undoes_a_status_change_it_did_not_end(container):
+    payment = (await container.service.create_payment(SHOP, command("change-rolled-back"))).payment
+    before = await _attention_and_events(container, payment.id)
+    with pytest.raises(_Abandoned):
+        async with container.db.transaction() as conn:
+            current = await PaymentRepository(conn).get(payment.id, for_update=True)
+            changed = await apply_status_change(conn, current, StatusChange(PaymentStatus.PAID, "test_paid"), utcnow())
+            assert changed.status == PaymentStatus.PAID
+            raise _Abandoned()
+    async with container.db.read() as conn:
+        assert (await PaymentRepository(conn).get(payment.id)).status == PaymentStatus.PENDING
+    assert await _attention_and_events(container, payment.id) == before

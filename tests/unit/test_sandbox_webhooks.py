@@ -133,3 +133,12 @@ async def test_a_sandbox_refund_succeeds_at_once_under_an_id_its_retry_gets_agai
         expected_id, 300, RefundStatus.SUCCEEDED, 12)
     assert (await provider.refund(payment(), refund, "key-1")).provider_refund_id == expected_id
     assert (await provider.refund(payment(), refund, "key-2")).provider_refund_id != expected_id
+
+
+@pytest.mark.parametrize("base", ["https://gateway.example/pay-X", "https://gateway.example/pay-X/"])
+async def test_the_checkout_link_is_the_public_base_url_with_one_slash_before_the_sandbox_page(base):
+    # PAYMENTS_PUBLIC_BASE_URL may be written with or without its trailing slash, and may have a path.
+    shown = payment()
+    checkout = await SandboxProvider(public_base_url=base, webhook_secret=SECRET).create_checkout(shown, "key-1")
+    assert checkout.checkout_url == f"https://gateway.example/pay-X/sandbox/checkout/{shown.provider_callback_hash}"
+    assert checkout.provider_payment_id == "sbx_" + hashlib.sha256(b"key-1").hexdigest()[:24]

@@ -189,7 +189,7 @@ def check_killed_elsewhere() -> None:
     equivalent = load_equivalent()
     checked = {}
     for name, code in sorted(load_results().items()):
-        entry = equivalent_reason(name, equivalent) if STATUS.get(code) == "survived" and group_of(name) else None
+        entry = equivalent_reason(name, equivalent) if STATUS.get(code) in ("survived", "no tests") and group_of(name) else None
         if not entry or not entry["killed_by"]:
             continue
         code = subprocess.call([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",

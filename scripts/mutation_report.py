@@ -166,6 +166,12 @@ PLANTED = REPO / "mutants" / "planted.json"
 KILLED_ELSEWHERE = REPO / "mutants" / "killed_elsewhere.json"
 
 
+def _pytest(args: list[str], *, cwd: Path, **env: str) -> int:
+    """pytest's exit code for the tests in args (1: some failed, i.e. the planted bug was caught)."""
+    return subprocess.call([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args], cwd=cwd,
+                           env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def check_planted() -> None:
     """Plants each of tests/mutation/planted.py's bugs (which mutmut cannot make) and records
     whether its tests caught it (failed)."""
@@ -174,9 +180,7 @@ def check_planted() -> None:
 
     caught = {}
     for bug, (_, tests) in BUGS.items():
-        code = subprocess.call([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "tests.mutation.planted",
-                                "-m", "not mysql", *tests], cwd=REPO, env={**os.environ, "PLANTED_BUG": bug},
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        code = _pytest(["-p", "tests.mutation.planted", "-m", "not mysql", *tests], cwd=REPO, PLANTED_BUG=bug)
         caught[bug] = {"tests": " ".join(tests), "caught": code == 1}
     PLANTED.parent.mkdir(exist_ok=True)
     PLANTED.write_text(json.dumps(caught, indent=1))
@@ -192,10 +196,8 @@ def check_killed_elsewhere() -> None:
         entry = equivalent_reason(name, equivalent) if STATUS.get(code) in ("survived", "no tests") and group_of(name) else None
         if not entry or not entry["killed_by"]:
             continue
-        code = subprocess.call([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
-                                *entry["killed_by"]], cwd=REPO / "mutants",
-                               env={**os.environ, "MUTANT_UNDER_TEST": name, "PYTHONPATH": str(REPO / "mutants" / "src")},
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        code = _pytest(["-x", "-p", "no:randomly", *entry["killed_by"]], cwd=REPO / "mutants",
+                       MUTANT_UNDER_TEST=name, PYTHONPATH=str(REPO / "mutants" / "src"))
         # pytest: 1 = tests failed (killed), 0 = passed (the claim is wrong), else it could not run them
         checked[name] = {"tests": " ".join(entry["killed_by"]), "exit_code": code}
         print(f"{name}: {'killed' if code == 1 else f'NOT killed (pytest exit {code})'} by {checked[name]['tests']}")

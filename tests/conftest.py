@@ -31,13 +31,14 @@ def _cached_builders_run_again_for_mutmut_stats():
             for value in vars(module).values():
                 if callable(getattr(value, "cache_clear", None)) and getattr(value, "__module__", None) == module.__name__:
                     value.cache_clear()
-    yield
 
 
 BACKENDS = ["sqlite", pytest.param("mysql", marks=pytest.mark.mysql)]
 # The integration, jobs and e2e suites run on PostgreSQL too (the rest on SQLite and MariaDB:
 # CI time); without a PostgreSQL server those tests skip loudly, under CI=true they fail.
 ALL_BACKENDS = [*BACKENDS, pytest.param("postgresql", marks=pytest.mark.postgresql)]
+# For what only a server database has (row locks, lock waits): SQLite's one writer holds the whole file.
+on_server_databases = pytest.mark.parametrize("database", [b for b in ALL_BACKENDS if b != "sqlite"], indirect=True)
 
 
 def fresh_database(request, tmp_path):

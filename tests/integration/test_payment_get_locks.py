@@ -8,20 +8,17 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
-
 from payments_svc.auth.caller import Caller
 from payments_svc.domain.enums import PaymentStatus
 from payments_svc.repository.payments import PaymentRepository
 
-from ..conftest import ALL_BACKENDS
+from ..conftest import on_server_databases
 from ..jobs.helpers import command
 
 SHOP = Caller("shop")
 # Far longer than any read takes on a loaded machine: a read that waits this long waits for the lock.
 PATIENCE = 10.0
 
-on_server_databases = pytest.mark.parametrize("database", [b for b in ALL_BACKENDS if b != "sqlite"], indirect=True)
 
 
 @on_server_databases

@@ -16,11 +16,9 @@ from payments_svc.domain.refund import RefundStatus
 from payments_svc.providers.base import RefundSnapshot, provider_idempotency_key
 from payments_svc.repository.refunds import RefundRepository
 
-from ..conftest import ALL_BACKENDS
+from ..conftest import on_server_databases
 from .test_refund_edges import balance, ledger, refund_command, stub_refunds
 from .test_refunds import SHOP, paid_payment
-
-servers = pytest.mark.parametrize("database", [b for b in ALL_BACKENDS if b != "sqlite"], indirect=True)
 
 
 async def test_a_request_that_lost_the_race_to_an_unanswered_refund_asks_the_provider_with_the_same_key(
@@ -75,7 +73,7 @@ async def lock_waits(db) -> int:
         return (await conn.execute(sa.text(query))).scalar_one()
 
 
-@servers
+@on_server_databases
 async def test_a_refusal_releases_its_amount_without_undoing_a_refund_reserved_meanwhile(container, monkeypatch):
     """Refund A is refused while refund B's reservation is being written: A's release waits for
     B's transaction (the payment's row lock) and counts B's amount as held, so refundable_cents

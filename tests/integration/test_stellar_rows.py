@@ -23,7 +23,7 @@ from payments_svc.repository.stellar import (
     find_stellar_payment,
 )
 
-from ..conftest import ALL_BACKENDS
+from ..conftest import on_server_databases
 
 SHOP = "GSHOP" + "A" * 51  # 56 characters, as a Stellar account id
 OTHER = "GOTHER" + "B" * 50
@@ -79,7 +79,6 @@ async def _locked_elsewhere(db, table: sa.Table, where) -> bool:
 
 
 # SQLite locks the whole file: it has no row locks, and FOR UPDATE is not rendered there.
-on_server_databases = pytest.mark.parametrize("database", [b for b in ALL_BACKENDS if b != "sqlite"], indirect=True)
 
 
 # --- stellar_cursors --------------------------------------------------------------------

@@ -24,7 +24,7 @@ from payments_svc.repository.payments import PaymentRepository
 from payments_svc.repository.provider_objects import ProviderObjectRepository
 from payments_svc.repository.signing_secrets import SigningSecret, SigningSecretRepository, current_signing_secrets
 
-from ..conftest import ALL_BACKENDS
+from ..conftest import on_server_databases
 from .test_claims import LEASE, NOW, claim, ids, make_payments, set_row
 
 S = PaymentStatus
@@ -66,7 +66,7 @@ async def test_a_claim_of_nothing_leases_nothing(container):
 
 
 # SQLite's write lock serialises claimers: nothing is claimed at the same moment there.
-@pytest.mark.parametrize("database", [b for b in ALL_BACKENDS if b != "sqlite"], indirect=True)
+@on_server_databases
 async def test_a_second_claimer_skips_the_rows_another_is_claiming(container):
     a, b, c, d = await make_payments(container, 4)
     for pid in (a, b, c, d):

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from payments_svc.db.tables import payments
 from payments_svc.domain.enums import PaymentStatus
 
-from ..conftest import ALL_BACKENDS
+from ..conftest import on_server_databases
 from .test_claims import LEASE, NOW, claim, ids, make_payments, set_row
 
 S = PaymentStatus
@@ -45,7 +45,7 @@ async def test_payments_created_at_the_same_moment_expire_in_id_order(container)
 
 
 # SQLite's write lock serialises claimers: no row is ever held by another claimer there.
-@pytest.mark.parametrize("database", [b for b in ALL_BACKENDS if b != "sqlite"], indirect=True)
+@on_server_databases
 @pytest.mark.parametrize("kind", ["expiry", "reconcile", "creates"])
 async def test_a_claim_skips_a_due_payment_another_connection_holds_locked(container, kind):
     """A payment row another transaction holds (FOR UPDATE) is skipped, not waited for: the job goes on with the rest."""

@@ -1,6 +1,7 @@
 """Reconcile and expire of a caller's payment go through the account it was created with
 (not the default account, not the caller's account of today), in-process on SQLite and
-MariaDB; the provider the service calls names its account (what a breaker keys on)."""
+MariaDB; the provider the service calls names its account (what a breaker keys on); a
+create a routing rule sends to a provider uses the caller's account there too."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from payments_svc.domain.enums import PaymentStatus, ProviderType
 from payments_svc.domain.payment import CreatePaymentCommand
 from payments_svc.jobs.expire import PendingExpirer
 from payments_svc.jobs.reconcile import Reconciler
+from payments_svc.resilience.routing import Router, parse_rules
 from tests.fakes.stripe_server import FakeStripe
 
 SHOP = Caller("shop")
@@ -51,10 +53,10 @@ async def service(make_container, fakes):
     await container.close()
 
 
-async def create(service):
+async def create(service, provider: int = 1):
     command = CreatePaymentCommand(
         request_id=uuid.uuid4().hex, caller_service="shop", resource_type="order", resource_id=uuid.uuid4().hex,
-        customer_ref="", amount_cents=2500, currency="eur", payment_method=1, payment_type=1, provider=1,
+        customer_ref="", amount_cents=2500, currency="eur", payment_method=1, payment_type=1, provider=provider,
         recurring_interval="", recurring_interval_count=0, status_callback_url="https://shop.example/cb",
         success_url="", cancel_url="", metadata={},
     )
@@ -112,3 +114,14 @@ async def test_an_accounts_rejected_key_is_named_by_account_never_by_value(servi
         assert wrong_key not in caught.value.message and wrong_key not in repr(provider.__dict__)
     finally:
         await provider.close()
+
+
+async def test_a_routed_create_uses_the_callers_own_account(service, fakes):
+    default, own = fakes
+    service.router = Router(parse_rules('[{"name": "eur-to-stripe", "currencies": ["EUR"], "providers": ["stripe"]}]'))
+    routed = await create(service, provider=0)  # no provider named: the rule picks Stripe
+    assert routed.provider == ProviderType.STRIPE
+    assert routed.provider_account_id == (await create(service)).provider_account_id is not None
+    assert own.get(routed.provider_payment_id)["status"] == "open"
+    with pytest.raises(KeyError):
+        default.get(routed.provider_payment_id)

@@ -254,6 +254,14 @@ async def test_a_create_is_refused_before_any_row_while_the_providers_circuit_is
     await container.close()
 
 
+async def test_the_callback_base_url_loses_only_its_trailing_slashes(make_container):
+    # A path ending in a capital X: a strip of more than "/" would eat into it.
+    container = await make_container(PAYMENTS_PROVIDER_CALLBACK_BASE_URL="https://hooks.example/X//")
+    payment = (await container.service.create_payment(SHOP, command("base-url"))).payment
+    assert payment.provider_callback_url == f"https://hooks.example/X/sandbox/{payment.provider_callback_hash}"
+    await container.close()
+
+
 async def test_a_replay_of_a_finished_create_returns_the_stored_payment(svc):
     first = (await svc.create_payment(SHOP, command("again"))).payment
     await svc.cancel_payment(SHOP, first.id, "gone")
@@ -288,6 +296,25 @@ async def test_a_key_taken_between_the_lookup_and_the_reserve_replays_the_winner
     again = await svc.create_payment(SHOP, command("late"))
     assert calls == [("shop", "late"), ("shop", "late")]
     assert again.replayed is True and again.payment.id == first.id and len(svc.provider.created) == 1
+
+
+async def test_a_routed_key_taken_between_the_lookup_and_the_reserve_replays_with_its_rule(svc, monkeypatch):
+    stripe = Provider(ProviderType.STRIPE)
+    svc.providers = ProviderRegistry([svc.provider, stripe], ProviderType.SANDBOX)
+    svc.router = Router(parse_rules(json.dumps([{"name": "to-stripe", "providers": ["stripe"]}])))
+    first = (await svc.create_payment(SHOP, command("routed-late"))).payment
+    find = PaymentRepository.find_by_key
+    lookups = []
+
+    async def missed_once(self, caller_service, request_id):
+        lookups.append(request_id)
+        return None if len(lookups) == 1 else await find(self, caller_service, request_id)
+
+    monkeypatch.setattr(PaymentRepository, "find_by_key", missed_once)
+    again = await svc.create_payment(SHOP, command("routed-late"))
+    assert lookups == ["routed-late", "routed-late"]  # the second lookup is the one after the taken key
+    assert (again.replayed, again.payment.id, again.routing_rule) == (True, first.id, "to-stripe")
+    assert len(stripe.created) == 1
 
 
 async def test_a_reserve_refused_for_a_key_nobody_holds_asks_for_a_retry(svc, monkeypatch):

@@ -30,6 +30,7 @@ from ..support import base_env
 
 SHOP = Caller("shop")
 RULES = json.dumps([
+    {"name": "gbp-any", "currencies": ["GBP"], "providers": ["sandbox", "stripe", "vnpay"]},
     {"name": "eur-small", "currencies": ["EUR"], "max_amount_cents": 999, "providers": ["sandbox"]},
     {"name": "shop-cards", "caller_services": ["shop"], "payment_methods": ["hosted_card"],
      "providers": ["sandbox", "stripe"]},
@@ -72,16 +73,17 @@ def command(request_id: str, **overrides) -> CreatePaymentCommand:
 
 @pytest.fixture
 async def routed(make_container):
-    """The service with the rules above over two doubles (sandbox first, stripe second)."""
+    """The service with the rules above over three doubles (sandbox first, stripe second,
+    vnpay third: only the GBP rule lists it)."""
     container = await make_container(PAYMENTS_PROVIDER_TIMEOUT_SECONDS="1", PAYMENTS_BREAKER_FAILURE_THRESHOLD="1")
-    first, second = Double(ProviderType.SANDBOX), Double(ProviderType.STRIPE)
+    first, second, third = Double(ProviderType.SANDBOX), Double(ProviderType.STRIPE), Double(ProviderType.VNPAY)
     settings = container.settings
-    registry = ProviderRegistry([first, second], ProviderType.SANDBOX,
+    registry = ProviderRegistry([first, second, third], ProviderType.SANDBOX,
                                 Breaker(LocalStore(), settings.resilience.breaker,
                                         timeout_seconds=settings.provider_timeout_seconds))
     container.service.providers = registry
     container.service.router = Router(parse_rules(RULES))  # Stripe is a double here: not enabled by settings
-    yield container, first, second
+    yield container, first, second, third
     await container.close()
 
 
@@ -96,7 +98,7 @@ async def events(container, payment_id: int):
 
 
 async def test_the_first_matching_rule_decides_and_is_recorded(routed):
-    container, first, second = routed
+    container, first, second, _ = routed
     result = await container.service.create_payment(SHOP, command("r-1"))
     created = result.payment
     assert created.provider == ProviderType.SANDBOX and created.status == PaymentStatus.PENDING
@@ -111,7 +113,7 @@ async def test_the_first_matching_rule_decides_and_is_recorded(routed):
 
 
 async def test_a_refused_connection_fails_over_to_the_next_provider_making_exactly_one_payment(routed):
-    container, first, second = routed
+    container, first, second, _ = routed
     first.mode = "refuse"
     created = (await container.service.create_payment(SHOP, command("r-3"))).payment
     assert created.provider == ProviderType.STRIPE and created.status == PaymentStatus.PENDING
@@ -127,7 +129,7 @@ async def test_a_refused_connection_fails_over_to_the_next_provider_making_exact
 
 
 async def test_a_timeout_after_sending_is_not_failed_over(routed):
-    container, first, second = routed
+    container, first, second, _ = routed
     first.mode = "hang"
     with pytest.raises(ServiceUnavailableError):
         await container.service.create_payment(SHOP, command("r-4"))
@@ -137,7 +139,7 @@ async def test_a_timeout_after_sending_is_not_failed_over(routed):
 
 
 async def test_a_5xx_is_not_failed_over_but_an_open_circuit_is_skipped(routed):
-    container, first, second = routed
+    container, first, second, _ = routed
     first.mode = "fail"
     with pytest.raises(ServiceUnavailableError):
         await container.service.create_payment(SHOP, command("r-5"))
@@ -147,6 +149,18 @@ async def test_a_5xx_is_not_failed_over_but_an_open_circuit_is_skipped(routed):
     assert created.provider == ProviderType.STRIPE and (first.calls, second.calls) == (1, 1)
     assert (await events(container, created.id))[0].message == \
         "routed to stripe by rule shop-cards (sandbox skipped: circuit open)"
+
+
+async def test_every_provider_skipped_for_its_open_circuit_is_named(routed):
+    container, first, second, third = routed
+    first.mode = second.mode = "fail"
+    for request_id in ("g-1", "g-2"):  # the first opens sandbox's circuit, the second (skipping it) stripe's
+        with pytest.raises(ServiceUnavailableError):
+            await container.service.create_payment(SHOP, command(request_id, currency="gbp"))
+    created = (await container.service.create_payment(SHOP, command("g-3", currency="gbp"))).payment
+    assert created.provider == ProviderType.VNPAY and (first.calls, second.calls, third.calls) == (1, 1, 1)
+    assert (await events(container, created.id))[0].message == \
+        "routed to vnpay by rule gbp-any (sandbox, stripe skipped: circuit open)"
 
 
 def test_rules_are_checked_at_start_up(tmp_path):

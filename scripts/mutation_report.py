@@ -216,7 +216,9 @@ def write_report() -> dict[str, Counter]:
         if group is None:
             continue
         status = STATUS.get(code, "other")
-        entry = equivalent_reason(name, equivalent) if status in ("survived", "no tests") else None
+        entry = equivalent_reason(name, equivalent) if status in ("survived", "no tests", "not run") else None
+        if status == "not run" and entry and entry["kind"] != "equivalent":
+            entry = None  # an outside entry explains a survivor; a mutant not run yet has no verdict to explain
         if entry and entry["killed_by"]:
             check = elsewhere.get(name)
             if check is None or check["exit_code"] not in (0, 1):  # not checked (yet): only explained

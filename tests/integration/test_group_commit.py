@@ -16,6 +16,7 @@ from collections import Counter
 
 import pytest
 import sqlalchemy as sa
+from prometheus_client import REGISTRY
 
 from payments_svc.clock import utcnow
 from payments_svc.db.tables import callback_deliveries, payment_callbacks, payment_events, payments
@@ -85,8 +86,9 @@ async def test_concurrent_creates_share_transactions_and_each_gets_its_own_payme
 
 
 async def test_a_taken_key_in_a_group_refuses_only_its_own_create(service, group_sizes):  # noqa: F811
-    groups = GroupCommit(service.db, "reserve", lambda conn, creates: PaymentRepository(conn).reserve(creates),
-                         max_group=32, max_in_flight=1, alone_after=DuplicatePaymentKey)  # "a" alone, the rest together
+    groups = service.reserves  # the service's own wiring (its write, its alone_after) ...
+    groups._max_in_flight = 1  # ... with one transaction in flight: "a" alone, the rest together
+    before = REGISTRY.get_sample_value("payments_group_commit_size_count", {"kind": "reserve"}) or 0
     await groups.submit(_create(service, "taken"))
     creates = [_create(service, key) for key in ("a", "b", "taken", "c", "d")]
     outcomes = await asyncio.gather(*(groups.submit(c) for c in creates), return_exceptions=True)
@@ -95,6 +97,7 @@ async def test_a_taken_key_in_a_group_refuses_only_its_own_create(service, group
     assert [o.request_id for i, o in enumerate(outcomes) if i != 2] == ["a", "b", "c", "d"]
     # The group [b, taken, c, d] was rolled back, then written one by one.
     assert group_sizes["reserve"] == [1, 1, 4, 1, 1, 1, 1], group_sizes
+    assert REGISTRY.get_sample_value("payments_group_commit_size_count", {"kind": "reserve"}) == before + 5  # each committed transaction
     assert await _counts(service) == (5, 5)  # no row or event of the rolled-back group left behind
 
 
@@ -243,8 +246,7 @@ async def test_an_event_applied_before_refuses_only_its_own_change_in_a_group(se
             provider="sandbox", callback_hash=payment.provider_callback_hash, signature="s", payload="{}",
             status=CallbackStatus.PROCESSED, now=now, payment_id=payment.id, dedup_key=event_id))]
 
-    service.status_writes = GroupCommit(service.db, "status_change", write_transitions, max_group=32, max_in_flight=1,
-                                        alone_after=DuplicateProviderEvent)  # the first alone, the rest together
+    service.status_writes._max_in_flight = 1  # the service's own wiring, one transaction in flight: the first alone, the rest together
     group_sizes["status_change"].clear()
     pay = StatusChange(PaymentStatus.PAID, "payment.succeeded")
     outcomes = await asyncio.gather(*(service.write_grouped(p, pay, processed(p, "evt_seen" if i == 2 else f"evt_{i}"))

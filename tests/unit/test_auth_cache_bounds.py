@@ -1,6 +1,6 @@
 """The auth cache's edges, in-process with a scripted clock: each key is validated as itself
 (never another's answer), an entry lives exactly its TTL, a TTL of 0 caches nothing, the
-oldest entry goes first when the cache is full, and a validation that fails after every
+oldest entry goes first when the cache is full (10,000 keys unless told), and a validation that fails after every
 waiter left does not leave an unretrieved error behind."""
 
 from __future__ import annotations
@@ -117,3 +117,11 @@ async def test_a_failure_nobody_waits_for_any_more_is_still_retrieved():
         await asyncio.sleep(0)
     gc.collect()
     assert problems == []
+
+
+def test_by_default_the_cache_holds_ten_thousand_keys(clock):
+    held = TTLCache(ttl_seconds=60)
+    for i in range(10_001):
+        held.put(f"psk_{i}", i)
+    assert held.get("psk_0") is None  # the oldest went to make room
+    assert held.get("psk_1") == 1 and held.get("psk_10000") == 10_000
